@@ -1,0 +1,119 @@
+"""Settings from environment variables (MODELBUS_*) and an optional TOML file."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+CONFIG_ENV = "MODELBUS_CONFIG"
+DEFAULT_CONFIG_FILE = "modelbus.toml"
+
+
+class Topics(BaseModel):
+    """Kafka topic names; the defaults are the seed's."""
+
+    events: str = "event_topic"
+    prediction_requests: str = "prediction_request_topic"
+    prediction_responses: str = "prediction_response_topic"
+    errors: str = "error_topic"
+    model_updates: str = "model_update_topic"
+
+
+class DatasetSchema(BaseModel):
+    """A declared dataset: how many features a row has, and optional names and labels."""
+
+    features: int = Field(ge=1, le=10_000)
+    feature_names: list[str] | None = None
+    # Maps a label value (as written in the payload) to a display name, as seed 004's
+    # output label mapping; predictions then carry the name beside the value.
+    labels: dict[str, str] | None = None
+
+
+class ScheduleJob(BaseModel):
+    """One cron job: when, which command, for which dataset, with which params."""
+
+    name: str
+    cron: str
+    command: str
+    dataset: str = "default"
+    params: dict[str, Any] | None = None
+
+
+class Settings(BaseSettings):
+    """Every setting of a modelbus process; see the README's configuration table."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MODELBUS_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    database_url: str = "sqlite:///modelbus.db"
+    kafka_bootstrap: str | None = None
+    topics: Topics = Topics()
+    ingest_group: str = "modelbus-ingest"
+    predictor_group: str = "modelbus-predictor"
+    ingest_batch: int = Field(default=2000, ge=1)
+    max_message_bytes: int = Field(default=64 * 1024, ge=256)
+    auto_datasets: bool = True
+    datasets: dict[str, DatasetSchema] = {"default": DatasetSchema(features=3)}
+    handler_poll_seconds: float = Field(default=0.2, gt=0)
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8080, ge=0, le=65535)
+    api_threads: int = Field(default=8, ge=1)
+    api_token: str | None = None
+    predict_batch: int = Field(default=256, ge=1)
+    predict_wait_ms: int = Field(default=10, ge=0)
+    schedule: list[ScheduleJob] = []
+    kafka_session_timeout_ms: int = Field(default=10_000, ge=1000)
+    kafka_heartbeat_ms: int = Field(default=2_000, ge=100)
+    kafka_fetch_wait_ms: int = Field(default=100, ge=1)
+
+    @field_validator("kafka_bootstrap", "api_token")
+    @classmethod
+    def _empty_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
+    @property
+    def kafka_mode(self) -> bool:
+        """True when a bootstrap address makes every topic a real Kafka topic."""
+        return self.kafka_bootstrap is not None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Precedence: explicit arguments, then the environment, then the TOML file.
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = config_path()
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+
+def config_path() -> Path | None:
+    """The TOML file to read: $MODELBUS_CONFIG, else ./modelbus.toml when it exists."""
+    explicit = os.environ.get(CONFIG_ENV)
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise FileNotFoundError(f"{CONFIG_ENV}={explicit}: no such file")
+        return path
+    local = Path(DEFAULT_CONFIG_FILE)
+    return local if local.is_file() else None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from overrides, the environment and the TOML file, in that order."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
