@@ -1,0 +1,348 @@
+"""The event store: appends in serialised position order, dead letters, reads of the log."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Iterable, Mapping, Sequence
+
+from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from commands.messages import Event, Rejected, Training, canonical_json
+from commands.parse import check_feature_count
+from db.schema import dead_letters, datasets, events, log_head
+
+log = logging.getLogger(__name__)
+
+ACCEPTED, DUPLICATE, REJECTED = "accepted", "duplicate", "rejected"
+_CHUNK = 500
+
+
+def utcnow() -> datetime:
+    """The current UTC time as the naive datetime the store keeps."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a message came from: a Kafka coordinate, or an entry point (http, cli, cron, system)."""
+
+    kind: str
+    topic: str | None = None
+    topic_id: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+
+    @property
+    def coordinate(self) -> tuple[str, str, int, int] | None:
+        """The unique (topic, topic id, partition, offset) of a Kafka message."""
+        if self.topic is None or self.partition is None or self.offset is None:
+            return None
+        return (self.topic, self.topic_id or "", self.partition, self.offset)
+
+    def columns(self) -> dict[str, object]:
+        """The source columns of an events or dead_letters row."""
+        coord = self.coordinate
+        return {
+            "source": self.kind,
+            "source_topic": coord[0] if coord else None,
+            "source_topic_id": coord[1] if coord else None,
+            "source_partition": coord[2] if coord else None,
+            "source_offset": coord[3] if coord else None,
+        }
+
+    def describe(self) -> dict[str, object]:
+        """The source as shown on error_topic and in the API."""
+        if self.coordinate is None:
+            return {"kind": self.kind}
+        return {"kind": self.kind, "topic": self.topic, "partition": self.partition, "offset": self.offset}
+
+
+@dataclass
+class Incoming:
+    """One message offered to the log: parsed into an event, or rejected with a reason."""
+
+    raw: bytes
+    source: Source
+    event: Event | None = None
+    error: Rejected | None = None
+    event_id: str | None = None
+
+
+@dataclass
+class Outcome:
+    """What became of one Incoming: accepted at a position, a duplicate, or a dead letter."""
+
+    status: str
+    event_id: str | None = None
+    position: int | None = None
+    error: Rejected | None = None
+    # False when a re-delivered rejected message's dead letter was stored before.
+    new: bool = True
+
+
+@dataclass(frozen=True)
+class EventRow:
+    """One row of the log."""
+
+    position: int
+    event_id: str
+    type: str
+    name: str
+    dataset: str
+    payload: str
+    source: str
+    received_at: datetime
+
+
+@dataclass
+class Schemas:
+    """Value counts (features plus label) per dataset: declared in settings, else learned from the log."""
+
+    declared: Mapping[str, int] = field(default_factory=dict)
+    auto: bool = True
+
+
+_EVENT_COLUMNS = (
+    events.c.position,
+    events.c.event_id,
+    events.c.type,
+    events.c.name,
+    events.c.dataset,
+    events.c.payload,
+    events.c.source,
+    events.c.received_at,
+)
+
+
+def _chunks(items: Sequence, size: int = _CHUNK) -> Iterable[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _existing_coordinates(conn: Connection, table, coords: list[tuple]) -> dict[tuple, int | None]:
+    """Coordinates of `coords` already stored in `table`, mapped to their log position."""
+    found: dict[tuple, int | None] = {}
+    by_partition: dict[tuple, list[int]] = defaultdict(list)
+    for topic, topic_id, partition, offset in coords:
+        by_partition[(topic, topic_id, partition)].append(offset)
+    key_col = table.c.position if table is events else table.c.id
+    for (topic, topic_id, partition), offsets in by_partition.items():
+        rows = conn.execute(
+            select(table.c.source_offset, key_col).where(
+                table.c.source_topic == topic,
+                table.c.source_topic_id == topic_id,
+                table.c.source_partition == partition,
+                table.c.source_offset.between(min(offsets), max(offsets)),
+            )
+        )
+        for offset, key in rows:
+            found[(topic, topic_id, partition, offset)] = key if table is events else None
+    return found
+
+
+def _existing_ids(conn: Connection, ids: list[str]) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for chunk in _chunks(sorted(set(ids))):
+        found.update(conn.execute(select(events.c.event_id, events.c.position).where(events.c.event_id.in_(chunk))).all())
+    return found
+
+
+def _dataset_values(conn: Connection, names: set[str]) -> dict[str, int]:
+    if not names:
+        return {}
+    return dict(conn.execute(select(datasets.c.name, datasets.c.n_values).where(datasets.c.name.in_(sorted(names)))).all())
+
+
+def append_batch(conn: Connection, items: Sequence[Incoming], schemas: Schemas) -> list[Outcome]:
+    """Store a batch in one transaction: new events get consecutive positions, rejects become dead letters."""
+    # Lock the log head first: appenders queue here, so positions are handed out in
+    # commit order and every check below sees the commits of those before us.
+    conn.execute(update(log_head).where(log_head.c.id == 1).values(position=log_head.c.position))
+    head = conn.execute(select(log_head.c.position).where(log_head.c.id == 1)).scalar_one()
+
+    coords = [i.source.coordinate for i in items if i.source.coordinate is not None]
+    stored_events = _existing_coordinates(conn, events, coords) if coords else {}
+    stored_dead = _existing_coordinates(conn, dead_letters, coords) if coords else {}
+    stored_ids = _existing_ids(conn, [i.event_id for i in items if i.event and i.event_id])
+    training_sets = {i.event.dataset for i in items if isinstance(i.event, Training)}
+    learned = _dataset_values(conn, training_sets - set(schemas.declared))
+
+    now = utcnow()
+    outcomes: list[Outcome] = []
+    event_rows: list[dict] = []
+    dead_rows: list[dict] = []
+    new_datasets: list[dict] = []
+    for item in items:
+        coord = item.source.coordinate
+        if coord is not None and coord in stored_events:
+            outcomes.append(Outcome(DUPLICATE, position=stored_events[coord]))
+            continue
+        error = item.error
+        if error is None and item.event is not None and item.event_id in stored_ids:
+            outcomes.append(Outcome(DUPLICATE, event_id=item.event_id, position=stored_ids[item.event_id]))
+            continue
+        if error is None and isinstance(item.event, Training):
+            name = item.event.dataset
+            expected = schemas.declared.get(name, learned.get(name))
+            if expected is None and not schemas.auto:
+                error = Rejected("unknown_dataset", f"dataset '{name}' is not declared and auto_datasets is off")
+            else:
+                try:
+                    check_feature_count(item.event, expected)
+                except Rejected as exc:
+                    error = exc
+        if error is not None:
+            seen = coord is not None and coord in stored_dead
+            if not seen:
+                dead_rows.append(
+                    {"code": error.code, "reason": error.message, "raw": item.raw, "received_at": now, **item.source.columns()}
+                )
+                if coord is not None:
+                    stored_dead[coord] = None
+            outcomes.append(Outcome(REJECTED, error=error, new=not seen))
+            continue
+        event = item.event
+        assert event is not None
+        head += 1
+        event_id = item.event_id or uuid.uuid4().hex
+        if isinstance(event, Training) and event.dataset not in schemas.declared and event.dataset not in learned:
+            learned[event.dataset] = event.values
+            new_datasets.append({"name": event.dataset, "n_values": event.values, "first_position": head, "created_at": now})
+        event_rows.append(
+            {
+                "position": head,
+                "event_id": event_id,
+                "type": event.type,
+                "name": event.name,
+                "dataset": event.dataset,
+                "payload": canonical_json(event.body),
+                "received_at": now,
+                **item.source.columns(),
+            }
+        )
+        stored_ids[event_id] = head
+        if coord is not None:
+            stored_events[coord] = head
+        outcomes.append(Outcome(ACCEPTED, event_id=event_id, position=head))
+
+    if new_datasets:
+        conn.execute(insert(datasets), new_datasets)
+    for chunk in _chunks(event_rows, 5000):
+        conn.execute(insert(events), list(chunk))
+    if dead_rows:
+        conn.execute(insert(dead_letters), dead_rows)
+    if event_rows:
+        conn.execute(update(log_head).where(log_head.c.id == 1).values(position=head))
+    return outcomes
+
+
+def _transient(exc: DBAPIError) -> bool:
+    # Unique-key races between two workers during a rebalance, deadlocks and lock
+    # timeouts all clear on a retry that re-reads what the other writer committed.
+    if isinstance(exc, IntegrityError):
+        return True
+    code = exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
+    return code in (1205, 1213, 2006, 2013) or "database is locked" in str(exc.orig)
+
+
+class EventStore:
+    """The log in a database, shared by every entry point and follower in a process."""
+
+    def __init__(self, engine: Engine, schemas: Schemas | None = None):
+        self.engine = engine
+        self.schemas = schemas or Schemas()
+        self._appended = threading.Condition()
+        self._generation = 0
+
+    def append(self, items: Sequence[Incoming], attempts: int = 5) -> list[Outcome]:
+        """Append a batch atomically, retrying transient conflicts; wakes local followers."""
+        for attempt in range(1, attempts + 1):
+            try:
+                with self.engine.begin() as conn:
+                    outcomes = append_batch(conn, items, self.schemas)
+                break
+            except DBAPIError as exc:
+                if attempt == attempts or not _transient(exc):
+                    raise
+                log.warning("append conflict (%s), retrying", exc.orig)
+                time.sleep(0.05 * attempt)
+        if any(o.status == ACCEPTED for o in outcomes):
+            with self._appended:
+                self._generation += 1
+                self._appended.notify_all()
+        return outcomes
+
+    def wait_for_append(self, generation: int, timeout: float) -> int:
+        """Block until a local append after `generation` or the timeout; returns the new generation."""
+        with self._appended:
+            self._appended.wait_for(lambda: self._generation != generation, timeout)
+            return self._generation
+
+    @property
+    def generation(self) -> int:
+        """A counter of local appends, for wait_for_append."""
+        return self._generation
+
+    def expected_values(self, dataset: str) -> int | None:
+        """How many values a training record of `dataset` must carry, if known yet."""
+        if dataset in self.schemas.declared:
+            return self.schemas.declared[dataset]
+        with self.engine.connect() as conn:
+            return _dataset_values(conn, {dataset}).get(dataset)
+
+    def head(self) -> int:
+        """The last position in the log (0 when empty)."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(log_head.c.position).where(log_head.c.id == 1)).scalar_one()
+
+    def read(
+        self,
+        after: int = 0,
+        limit: int = 1000,
+        *,
+        until: int | None = None,
+        type: str | None = None,
+        name: str | None = None,
+        dataset: str | None = None,
+        conn: Connection | None = None,
+    ) -> list[EventRow]:
+        """Events with position > after (and <= until), in position order."""
+        query = select(*_EVENT_COLUMNS).where(events.c.position > after)
+        if until is not None:
+            query = query.where(events.c.position <= until)
+        if type is not None:
+            query = query.where(events.c.type == type)
+        if name is not None:
+            query = query.where(events.c.name == name)
+        if dataset is not None:
+            query = query.where(events.c.dataset == dataset)
+        query = query.order_by(events.c.position).limit(limit)
+        if conn is not None:
+            return [EventRow(*row) for row in conn.execute(query)]
+        with self.engine.connect() as own:
+            return [EventRow(*row) for row in own.execute(query)]
+
+    def count(self, **filters: str) -> int:
+        """How many events match the column filters."""
+        query = select(func.count()).select_from(events)
+        for column, value in filters.items():
+            query = query.where(events.c[column] == value)
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar_one()
+
+    def dead_letters(self, after: int = 0, limit: int = 100) -> list[dict]:
+        """Dead letters with id > after, oldest first."""
+        query = select(dead_letters).where(dead_letters.c.id > after).order_by(dead_letters.c.id).limit(limit)
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+    def dead_letter_count(self) -> int:
+        """How many dead letters are stored."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(dead_letters)).scalar_one()

@@ -1,0 +1,102 @@
+"""Handler positions and leases: which handler has applied the log up to where, and who runs it."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, Engine, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from db.events import utcnow
+from db.schema import handler_positions
+
+
+class LostLease(RuntimeError):
+    """Another process took over the handler, or its position was reset under us."""
+
+
+@dataclass(frozen=True)
+class HandlerState:
+    """A handler's row: its position and the process holding its lease."""
+
+    name: str
+    position: int
+    owner: str | None
+    lease_expires: datetime | None
+    updated_at: datetime
+
+
+def ensure(engine: Engine, name: str) -> None:
+    """Create the handler's row at position 0 if it does not exist."""
+    with engine.begin() as conn:
+        if conn.execute(select(handler_positions.c.name).where(handler_positions.c.name == name)).first():
+            return
+        try:
+            with conn.begin_nested():
+                conn.execute(insert(handler_positions).values(name=name, position=0, updated_at=utcnow()))
+        except IntegrityError:
+            pass  # another process created it first
+
+
+def claim(engine: Engine, name: str, owner: str, seconds: float) -> int | None:
+    """Take or renew the lease; returns the handler's position, or None if another owner holds it."""
+    now = utcnow()
+    with engine.begin() as conn:
+        result = conn.execute(
+            update(handler_positions)
+            .where(
+                handler_positions.c.name == name,
+                or_(
+                    handler_positions.c.owner == owner,
+                    handler_positions.c.owner.is_(None),
+                    handler_positions.c.lease_expires < now,
+                ),
+            )
+            .values(owner=owner, lease_expires=now + timedelta(seconds=seconds))
+        )
+        if result.rowcount != 1:
+            return None
+        return conn.execute(select(handler_positions.c.position).where(handler_positions.c.name == name)).scalar_one()
+
+
+def release(engine: Engine, name: str, owner: str) -> None:
+    """Give the lease up so another process can take over at once."""
+    with engine.begin() as conn:
+        conn.execute(
+            update(handler_positions)
+            .where(handler_positions.c.name == name, handler_positions.c.owner == owner)
+            .values(owner=None, lease_expires=None)
+        )
+
+
+def advance(conn: Connection, name: str, owner: str, old: int, new: int) -> None:
+    """Move the position from `old` to `new` inside the caller's transaction, or raise LostLease."""
+    result = conn.execute(
+        update(handler_positions)
+        .where(
+            handler_positions.c.name == name,
+            handler_positions.c.owner == owner,
+            handler_positions.c.position == old,
+        )
+        .values(position=new, updated_at=utcnow())
+    )
+    if result.rowcount != 1:
+        raise LostLease(f"handler {name}: lease or position {old} changed under {owner}")
+
+
+def reset(conn: Connection, name: str, owner: str) -> None:
+    """Set the position back to 0 (for replay), inside the caller's transaction."""
+    result = conn.execute(
+        update(handler_positions)
+        .where(handler_positions.c.name == name, handler_positions.c.owner == owner)
+        .values(position=0, updated_at=utcnow())
+    )
+    if result.rowcount != 1:
+        raise LostLease(f"handler {name}: lease not held by {owner}")
+
+
+def states(engine: Engine) -> list[HandlerState]:
+    """Every handler's row."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(handler_positions).order_by(handler_positions.c.name))
+        return [HandlerState(**row._mapping) for row in rows]

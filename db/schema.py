@@ -1,0 +1,119 @@
+"""The SQL schema: the event log, dead letters, projections and handler positions."""
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects import mysql
+
+metadata = MetaData()
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY.
+AutoId = BigInteger().with_variant(Integer(), "sqlite")
+# MySQL's TEXT and BLOB stop at 64 KiB; a message may be larger.
+LongText = Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
+LongBlob = LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
+# Microseconds, so the receive order of a batch is visible.
+Timestamp = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+_MYSQL = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
+
+
+def _source_columns() -> list[Column]:
+    # A Kafka coordinate names the topic incarnation too: offsets restart at 0 when a
+    # topic is recreated (or a memory-only broker restarts), and a new message at an
+    # old offset must not be taken for a re-delivery.
+    return [
+        Column("source", String(16), nullable=False),
+        Column("source_topic", String(249)),
+        Column("source_topic_id", String(36)),
+        Column("source_partition", Integer),
+        Column("source_offset", BigInteger),
+    ]
+
+
+events = Table(
+    "events",
+    metadata,
+    Column("position", BigInteger, primary_key=True, autoincrement=False),
+    Column("event_id", String(128), nullable=False),
+    Column("type", String(16), nullable=False),
+    Column("name", String(32), nullable=False),
+    Column("dataset", String(64), nullable=False),
+    Column("payload", LongText, nullable=False),
+    *_source_columns(),
+    Column("received_at", Timestamp, nullable=False),
+    UniqueConstraint("event_id", name="uq_events_event_id"),
+    UniqueConstraint(
+        "source_topic", "source_topic_id", "source_partition", "source_offset", name="uq_events_source"
+    ),
+    Index("ix_events_dataset_name_position", "dataset", "name", "position"),
+    **_MYSQL,
+)
+
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("code", String(32), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("raw", LongBlob, nullable=False),
+    *_source_columns(),
+    Column("received_at", Timestamp, nullable=False),
+    UniqueConstraint(
+        "source_topic", "source_topic_id", "source_partition", "source_offset", name="uq_dead_letters_source"
+    ),
+    **_MYSQL,
+)
+
+# One row holding the last assigned log position. Every append locks it first, so
+# positions are handed out in commit order and a follower never skips a late commit.
+log_head = Table(
+    "log_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("position", BigInteger, nullable=False),
+    **_MYSQL,
+)
+
+datasets = Table(
+    "datasets",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("n_values", Integer, nullable=False),
+    Column("first_position", BigInteger),
+    Column("created_at", Timestamp, nullable=False),
+    **_MYSQL,
+)
+
+handler_positions = Table(
+    "handler_positions",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("position", BigInteger, nullable=False),
+    Column("owner", String(128)),
+    Column("lease_expires", Timestamp),
+    Column("updated_at", Timestamp, nullable=False),
+    **_MYSQL,
+)
+
+training_records = Table(
+    "training_records",
+    metadata,
+    Column("position", BigInteger, primary_key=True, autoincrement=False),
+    Column("dataset", String(64), nullable=False),
+    Column("features", Text, nullable=False),
+    Column("label", Float(precision=53).with_variant(mysql.DOUBLE(), "mysql", "mariadb"), nullable=False),
+    Index("ix_training_records_dataset_position", "dataset", "position"),
+    **_MYSQL,
+)
