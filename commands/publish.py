@@ -1,0 +1,94 @@
+"""Posting events from the entry points (HTTP, CLI, cron): into the log directly, or via event_topic."""
+from __future__ import annotations
+
+import uuid
+from typing import Any, Sequence
+
+from commands.messages import Rejected, Training, canonical_json
+from commands.parse import check_feature_count, loads, parse_event_obj
+from commands.transport import Transport
+from db.events import REJECTED, EventStore, Incoming, Outcome, Source
+from handlers.ingest import store_and_report
+from modelbus.settings import Settings
+
+QUEUED = "queued"
+
+
+class EventPublisher:
+    """Validates events once, then appends them (embedded) or publishes them to event_topic (Kafka)."""
+
+    def __init__(self, settings: Settings, store: EventStore, transport: Transport | None = None):
+        self.settings = settings
+        self.store = store
+        self.transport = transport if settings.kafka_mode else None
+        # Dead letters and error_topic notices for entry-point rejects go through the
+        # same transport as ingest's; None in the embedded default.
+        self._errors = transport if settings.kafka_mode else None
+
+    def _parse(self, obj: Any, source: Source) -> Incoming:
+        raw = obj if isinstance(obj, (bytes, str)) else canonical_json(obj)
+        raw_bytes = raw.encode() if isinstance(raw, str) else raw
+        try:
+            value = loads(raw_bytes, self.settings.max_message_bytes) if isinstance(obj, (bytes, str)) else obj
+            event = parse_event_obj(value)
+        except Rejected as exc:
+            return Incoming(raw=raw_bytes, source=source, error=exc)
+        event_id = event.body.get("id") or uuid.uuid4().hex
+        event.body["id"] = event_id
+        return Incoming(raw=raw_bytes, source=source, event=event, event_id=event_id)
+
+    def post(self, events: Sequence[Any], source: str, *, dead_letters: bool = True) -> list[Outcome]:
+        """Post events given as JSON objects, strings or bytes; one Outcome per event, in order.
+
+        With dead_letters=False (the CLI) an invalid event is only reported back, not stored.
+        """
+        items = [self._parse(obj, Source(source)) for obj in events]
+        if self.transport is None:
+            if not dead_letters:
+                outcomes = [Outcome(REJECTED, error=i.error) if i.error else None for i in items]
+                valid = [i for i in items if i.error is None]
+                stored = iter(self.store.append(valid) if valid else [])
+                return [o if o is not None else next(stored) for o in outcomes]
+            return store_and_report(self.store, None, self.settings.topics.errors, items)
+        return self._publish(items, dead_letters)
+
+    def _publish(self, items: list[Incoming], dead_letters: bool) -> list[Outcome]:
+        assert self.transport is not None
+        for item in items:
+            if isinstance(item.event, Training):
+                try:
+                    check_feature_count(item.event, self.store.expected_values(item.event.dataset))
+                except Rejected as exc:
+                    item.error, item.event = exc, None
+        outcomes: list[Outcome] = []
+        rejects = [i for i in items if i.error is not None]
+        if rejects and dead_letters:
+            store_and_report(self.store, self._errors, self.settings.topics.errors, rejects)
+        for item in items:
+            if item.error is not None:
+                outcomes.append(Outcome(REJECTED, error=item.error))
+                continue
+            assert item.event is not None
+            # Keyed by dataset: one dataset's events share a partition, so a build
+            # command is never ingested before the training records sent ahead of it.
+            self.transport.publish(
+                self.settings.topics.events,
+                canonical_json(item.event.body).encode(),
+                key=item.event.dataset.encode(),
+            )
+            outcomes.append(Outcome(QUEUED, event_id=item.event_id))
+        self.transport.flush()
+        return outcomes
+
+
+def outcome_json(outcome: Outcome) -> dict[str, Any]:
+    """An Outcome as the HTTP API and `modelbus send --json` print it."""
+    body: dict[str, Any] = {"status": outcome.status}
+    if outcome.event_id is not None:
+        body["id"] = outcome.event_id
+    if outcome.position is not None:
+        body["position"] = outcome.position
+    if outcome.error is not None:
+        body["error"] = outcome.error.as_dict()
+    return body
+
