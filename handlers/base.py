@@ -1,0 +1,40 @@
+"""The interface every log handler implements."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from sqlalchemy import Connection
+
+from db.events import EventRow
+
+
+class Handler:
+    """Applies events in log order; its effects and its position commit together."""
+
+    #: Unique name; the key of its row in handler_positions.
+    name: str = ""
+    #: Only events of this type are read ("training", "command"), or all when None.
+    event_type: str | None = None
+    #: How many events one transaction applies at most.
+    batch_size: int = 1000
+    #: Whether `modelbus replay` resets and re-runs it by default.
+    replayable: bool = True
+
+    def take(self, events: Sequence[EventRow]) -> Sequence[EventRow]:
+        """The leading part of `events` to apply in one transaction (default: all)."""
+        return events
+
+    def prepare(self, events: Sequence[EventRow]) -> Any:
+        """Slow, read-only work done outside the transaction (a build trains here)."""
+        return None
+
+    def apply(self, conn: Connection, events: Sequence[EventRow], prepared: Any) -> None:
+        """Write the effects of `events` inside the transaction that also moves the position."""
+        raise NotImplementedError
+
+    def reset(self, conn: Connection) -> None:
+        """Drop what this handler built, so a replay starts from an empty projection."""
+        raise NotImplementedError
+
+    def after_commit(self, events: Sequence[EventRow], prepared: Any) -> None:
+        """Notify the outside world (model update notices) once the effects are committed."""

@@ -1,0 +1,156 @@
+"""Ingest: event_topic into the log, a batch per transaction, offsets committed after the database."""
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+from collections import Counter
+from typing import Sequence
+
+from commands.messages import Rejected
+from commands.parse import parse_event
+from commands.transport import Transport
+from db.events import REJECTED, EventStore, Incoming, Outcome, Source, utcnow
+from modelbus.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# error_topic carries the reason and enough of the message to recognise it; the full
+# bytes are in dead_letters (a broker's message size limit would refuse a 1 MB echo).
+ERROR_RAW_LIMIT = 4096
+
+
+def error_message(raw: bytes, source: Source, error: Rejected) -> bytes:
+    """The JSON published on error_topic for one rejected message."""
+    head = raw[:ERROR_RAW_LIMIT]
+    try:
+        shown, encoding = head.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        shown, encoding = base64.b64encode(head).decode("ascii"), "base64"
+    body = {
+        "error": error.as_dict(),
+        "source": source.describe(),
+        "raw": shown,
+        "raw_encoding": encoding,
+        "raw_bytes": len(raw),
+        "truncated": len(raw) > ERROR_RAW_LIMIT,
+        "received_at": utcnow().isoformat(timespec="milliseconds") + "Z",
+    }
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def incoming(raw: bytes, source: Source, max_bytes: int, event_id: str | None = None) -> Incoming:
+    """Parse one raw message into an Incoming, keeping the rejection reason if it is invalid."""
+    try:
+        event = parse_event(raw, max_bytes)
+    except Rejected as exc:
+        return Incoming(raw=raw, source=source, error=exc)
+    return Incoming(raw=raw, source=source, event=event, event_id=event.body.get("id") or event_id)
+
+
+def store_and_report(
+    store: EventStore, transport: Transport | None, error_topic: str, items: Sequence[Incoming], keys: Sequence[bytes | None] | None = None
+) -> list[Outcome]:
+    """Append a batch, then publish its rejects to error_topic and wait for the broker's acks."""
+    outcomes = store.append(items)
+    if transport is not None:
+        published = 0
+        for index, (item, outcome) in enumerate(zip(items, outcomes)):
+            # Re-delivered rejects are published again: a crash may have fallen between
+            # the database commit and the broker's ack (at-least-once on error_topic).
+            if outcome.status == REJECTED:
+                key = keys[index] if keys else None
+                transport.publish(error_topic, error_message(item.raw, item.source, outcome.error), key)
+                published += 1
+        if published:
+            transport.flush()
+    return outcomes
+
+
+class IngestWorker:
+    """Consumes event_topic in a consumer group and persists every message exactly once."""
+
+    def __init__(self, settings: Settings, store: EventStore, transport: Transport):
+        self.settings = settings
+        self.store = store
+        self.transport = transport
+        self.counts: Counter[str] = Counter()
+        self.ready = threading.Event()
+        self._topic_ids: dict[str, str] = {}
+
+    def _refresh_topic_ids(self) -> None:
+        from commands.kafka import topic_ids
+
+        self._topic_ids = topic_ids(self.settings, [self.settings.topics.events])
+
+    def process(self, records: Sequence) -> list[Outcome]:
+        """Store one polled batch (kafka-python ConsumerRecords, in offset order per partition)."""
+        items = [
+            incoming(
+                r.value if r.value is not None else b"",
+                Source("kafka", r.topic, self._topic_ids.get(r.topic, ""), r.partition, r.offset),
+                self.settings.max_message_bytes,
+            )
+            for r in records
+        ]
+        outcomes = store_and_report(
+            self.store, self.transport, self.settings.topics.errors, items, [r.key for r in records]
+        )
+        for outcome in outcomes:
+            self.counts[outcome.status] += 1
+        return outcomes
+
+    def run(self, stop: threading.Event) -> None:
+        """Poll, store, report, commit; until `stop` is set. Never dies on a message."""
+        from kafka import ConsumerRebalanceListener
+        from kafka.errors import CommitFailedError
+        from kafka.structs import OffsetAndMetadata
+
+        from commands.kafka import make_consumer
+
+        worker = self
+
+        class Listener(ConsumerRebalanceListener):
+            def on_partitions_revoked(self, revoked):
+                log.info("ingest: partitions revoked %s", sorted(tp.partition for tp in revoked))
+
+            def on_partitions_assigned(self, assigned):
+                worker._refresh_topic_ids()
+                log.info("ingest: partitions assigned %s", sorted(tp.partition for tp in assigned))
+                worker.ready.set()
+
+        self._refresh_topic_ids()
+        consumer = make_consumer(self.settings, self.settings.ingest_group)
+        consumer.subscribe([self.settings.topics.events], listener=Listener())
+        try:
+            while not stop.is_set():
+                polled = consumer.poll(timeout_ms=500, max_records=self.settings.ingest_batch)
+                if not polled:
+                    continue
+                records = [r for tp in sorted(polled, key=lambda tp: tp.partition) for r in polled[tp]]
+                if not self._process_until_stored(records, stop):
+                    break  # stopping: the batch stays uncommitted and is re-delivered
+                offsets = {tp: OffsetAndMetadata(msgs[-1].offset + 1, "", -1) for tp, msgs in polled.items()}
+                try:
+                    consumer.commit(offsets)
+                except CommitFailedError as exc:
+                    # The group rebalanced while we stored; the new owner gets these
+                    # messages again and the log's unique coordinates drop them.
+                    log.warning("ingest: offset commit failed after a rebalance: %s", exc)
+        finally:
+            consumer.close(autocommit=False)
+
+    def _process_until_stored(self, records: Sequence, stop: threading.Event) -> bool:
+        attempt = 0
+        while True:
+            try:
+                self.process(records)
+                return True
+            except Exception:
+                attempt += 1
+                delay = min(30.0, 0.5 * 2 ** min(attempt, 6))
+                log.exception("ingest: storing a batch of %d failed (attempt %d); retrying in %.1fs", len(records), attempt, delay)
+                if stop.wait(delay):
+                    return False
+

@@ -1,0 +1,42 @@
+"""Replay: reset a handler's position and projection, then run it over the whole log."""
+from __future__ import annotations
+
+import time
+
+from tqdm import tqdm
+
+from db import positions
+from db.events import EventStore
+from handlers.base import Handler
+from handlers.runner import Follower, owner_id
+
+
+def _claim(store: EventStore, name: str, owner: str, wait_seconds: float) -> None:
+    deadline = time.monotonic() + wait_seconds
+    while positions.claim(store.engine, name, owner, 60.0) is None:
+        if time.monotonic() > deadline:
+            raise positions.LostLease(
+                f"handler {name} is running in another process; stop it or wait for its lease to expire"
+            )
+        time.sleep(0.5)
+
+
+def replay_handler(store: EventStore, handler: Handler, *, wait_seconds: float = 60.0, progress: bool = True) -> int:
+    """Rebuild one handler's projection from the log; returns the number of events applied."""
+    owner = owner_id()
+    follower = Follower(store, handler, owner, lease_seconds=60.0)
+    _claim(store, handler.name, owner, wait_seconds)
+    with store.engine.begin() as conn:
+        handler.reset(conn)
+        positions.reset(conn, handler.name, owner)
+    head = store.head()
+    bar = tqdm(total=head, desc=f"replay {handler.name}", unit="ev", disable=not progress, leave=True)
+    try:
+
+        def advance(position: int, _target: int) -> None:
+            bar.update(position - bar.n)
+
+        return follower.catch_up(advance)
+    finally:
+        bar.close()
+        positions.release(store.engine, handler.name, owner)

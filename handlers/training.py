@@ -1,0 +1,49 @@
+"""The training-record projection: one row per valid training event, as the seed's training data."""
+from __future__ import annotations
+
+import json
+from typing import Any, Sequence
+
+from sqlalchemy import Connection, delete, insert
+
+from commands.messages import Training
+from commands.parse import parse_event_obj
+from db.events import EventRow
+from db.schema import training_records
+from handlers.base import Handler
+
+
+def training_of(row: EventRow) -> Training:
+    """The training record stored in a log row."""
+    event = parse_event_obj(json.loads(row.payload))
+    if not isinstance(event, Training):
+        raise ValueError(f"event {row.position} is a {event.type}, not a training record")
+    return event
+
+
+class TrainingRecords(Handler):
+    """Projects training events into the training_records table."""
+
+    name = "training_records"
+    event_type = "training"
+    batch_size = 5000
+
+    def apply(self, conn: Connection, events: Sequence[EventRow], prepared: Any) -> None:
+        """Insert one training_records row per training event."""
+        rows = []
+        for row in events:
+            record = training_of(row)
+            rows.append(
+                {
+                    "position": row.position,
+                    "dataset": record.dataset,
+                    "features": json.dumps(record.features),
+                    "label": record.label,
+                }
+            )
+        if rows:
+            conn.execute(insert(training_records), rows)
+
+    def reset(self, conn: Connection) -> None:
+        """Empty the projection."""
+        conn.execute(delete(training_records))
