@@ -1,0 +1,318 @@
+"""The `modelbus` command line."""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import sys
+from typing import Any, Iterator
+
+import click
+
+from modelbus.settings import load_settings
+
+log = logging.getLogger("modelbus")
+
+
+def _app(ctx: click.Context, migrate: bool = True):
+    from modelbus.app import App
+
+    app = App(ctx.obj["settings"], migrate=migrate)
+    ctx.call_on_close(app.close)
+    return app
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--database-url", envvar="MODELBUS_DATABASE_URL", help="SQLAlchemy URL of the event store.")
+@click.option("--kafka-bootstrap", envvar="MODELBUS_KAFKA_BOOTSTRAP", help="Kafka bootstrap servers; none = embedded mode.")
+@click.option("--log-level", default="INFO", show_default=True, envvar="MODELBUS_LOG_LEVEL")
+@click.pass_context
+def main(ctx: click.Context, database_url: str | None, kafka_bootstrap: str | None, log_level: str) -> None:
+    """modelbus: keeps ML models up to date from a Kafka stream."""
+    logging.basicConfig(
+        level=log_level.upper(),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))
+    try:
+        settings = load_settings(database_url=database_url, kafka_bootstrap=kafka_bootstrap)
+    except Exception as exc:
+        raise click.ClickException(f"bad configuration: {exc}") from None
+    ctx.obj = {"settings": settings}
+
+
+@main.group()
+def db() -> None:
+    """Database schema (Alembic migrations)."""
+
+
+@db.command("upgrade")
+@click.pass_context
+def db_upgrade(ctx: click.Context) -> None:
+    """Migrate the schema to the newest revision (also done on every start)."""
+    from db.migrate import current_revision
+
+    app = _app(ctx)
+    click.echo(f"database at revision {current_revision(app.engine)}")
+
+
+@db.command("current")
+@click.pass_context
+def db_current(ctx: click.Context) -> None:
+    """Print the schema revision without migrating."""
+    from db.migrate import current_revision, head_revision
+
+    app = _app(ctx, migrate=False)
+    click.echo(f"current {current_revision(app.engine) or 'none'}, newest {head_revision()}")
+
+
+@main.command()
+@click.option("--ingest/--no-ingest", default=True, help="Consume event_topic (Kafka mode).")
+@click.option("--handlers/--no-handlers", "run_handlers", default=True, help="Follow the log with every handler.")
+@click.pass_context
+def worker(ctx: click.Context, ingest: bool, run_handlers: bool) -> None:
+    """Ingest event_topic into the log and run the handlers, until SIGINT/SIGTERM."""
+    from handlers.runner import Follower
+    from modelbus.runtime import Services
+
+    app = _app(ctx)
+    services = Services()
+    services.install_signal_handlers()
+    if ingest and app.settings.kafka_mode:
+        from commands.kafka import create_topics
+        from handlers.ingest import IngestWorker
+
+        create_topics(app.settings)
+        services.start("ingest", IngestWorker(app.settings, app.store, app.transport).run)
+        log.info("ingest ready: consuming %s from %s", app.settings.topics.events, app.settings.kafka_bootstrap)
+    for handler in app.handlers() if run_handlers else []:
+        follower = Follower(app.store, handler, poll_seconds=app.settings.handler_poll_seconds)
+        services.start(f"handler-{handler.name}", follower.run)
+        log.info("handler %s ready", handler.name)
+    if not services.wait():
+        sys.exit(1)
+
+
+def _read_events(texts: tuple[str, ...], file: str | None) -> Iterator[Any]:
+    for text in texts:
+        yield text
+    if file is None and not texts and not sys.stdin.isatty():
+        file = "-"
+    if file is None:
+        return
+    stream = sys.stdin if file == "-" else open(file, encoding="utf-8")
+    with stream:
+        content = stream.read()
+    stripped = content.lstrip()
+    if stripped.startswith("["):
+        try:
+            items = json.loads(stripped)
+        except json.JSONDecodeError as exc:
+            raise click.ClickException(f"{file}: not a JSON array: {exc}") from None
+        yield from items
+        return
+    # One JSON document per line (JSON Lines), or one pretty-printed object.
+    if stripped.startswith("{") and "\n{" not in stripped.rstrip():
+        yield stripped
+        return
+    for line in content.splitlines():
+        if line.strip():
+            yield line
+
+
+def _read_csv(path: str, dataset: str | None) -> Iterator[dict[str, Any]]:
+    with open(path, newline="", encoding="utf-8") as stream:
+        for row in csv.reader(stream):
+            if not row or all(not cell.strip() for cell in row):
+                continue
+            event: dict[str, Any] = {"type": "training", "payload": ",".join(cell.strip() for cell in row)}
+            if dataset:
+                event["dataset"] = dataset
+            yield event
+
+
+def _is_header(payload: str) -> bool:
+    from commands.messages import Rejected
+    from commands.parse import parse_values
+
+    try:
+        parse_values(payload)
+    except Rejected:
+        return True
+    return False
+
+
+@main.command()
+@click.argument("events", nargs=-1)
+@click.option("-f", "--file", "file", help="JSON Lines or a JSON array of events; '-' reads stdin.")
+@click.option("--csv", "csv_file", help="A CSV file of training rows (features..., label); a header row is skipped.")
+@click.option("--dataset", help="Dataset of the --csv rows.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON outcome per event.")
+@click.pass_context
+def send(ctx: click.Context, events: tuple[str, ...], file: str | None, csv_file: str | None, dataset: str | None, as_json: bool) -> None:
+    """Post events from arguments, a file or stdin (straight into the log, or to event_topic in Kafka mode).
+
+    \b
+    modelbus send '{"type":"training","payload":"3,4,5,6"}'
+    modelbus send -f messages/build_mlp.json
+    modelbus send --csv data.csv --dataset darcey
+    """
+    from commands.publish import outcome_json
+
+    app = _app(ctx)
+    items: list[Any] = list(_read_events(events, file))
+    if csv_file:
+        rows = list(_read_csv(csv_file, dataset))
+        if rows and _is_header(rows[0]["payload"]):
+            rows = rows[1:]
+        items.extend(rows)
+    if not items:
+        raise click.UsageError("no events: give them as arguments, with --file, --csv or on stdin")
+    outcomes = []
+    for start in range(0, len(items), 5000):
+        outcomes.extend(app.publisher.post(items[start : start + 5000], "cli", dead_letters=False))
+    counts: dict[str, int] = {}
+    for index, outcome in enumerate(outcomes):
+        counts[outcome.status] = counts.get(outcome.status, 0) + 1
+        if as_json:
+            click.echo(json.dumps(outcome_json(outcome)))
+        elif outcome.error is not None:
+            click.echo(f"event {index + 1}: rejected: {outcome.error.message}", err=True)
+        elif len(outcomes) <= 20:
+            where = f"position {outcome.position}" if outcome.position else app.settings.topics.events
+            click.echo(f"event {index + 1}: {outcome.status} ({where}) id {outcome.event_id}")
+    if not as_json:
+        summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        click.echo(f"{len(outcomes)} events: {summary}")
+    if counts.get("rejected"):
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--after", default=0, show_default=True, help="Show events after this position.")
+@click.option("--limit", default=20, show_default=True)
+@click.option("--last", type=int, help="Show the last N events instead.")
+@click.option("--type", "type_", type=click.Choice(["training", "command"]))
+@click.option("--name", help="Event name: training, build_mlp, promote, ...")
+@click.option("--dataset")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.pass_context
+def events(ctx: click.Context, after: int, limit: int, last: int | None, type_: str | None, name: str | None, dataset: str | None, as_json: bool) -> None:
+    """Read the log."""
+    app = _app(ctx)
+    if last is not None:
+        after, limit = max(0, app.store.head() - last), last
+    rows = app.store.read(after=after, limit=limit, type=type_, name=name, dataset=dataset)
+    for row in rows:
+        if as_json:
+            click.echo(
+                json.dumps(
+                    {
+                        "position": row.position,
+                        "id": row.event_id,
+                        "type": row.type,
+                        "name": row.name,
+                        "dataset": row.dataset,
+                        "source": row.source,
+                        "received_at": row.received_at.isoformat(),
+                        "event": json.loads(row.payload),
+                    }
+                )
+            )
+        else:
+            click.echo(f"{row.position:>8}  {row.received_at:%Y-%m-%d %H:%M:%S}  {row.source:<6} {row.dataset:<12} {row.payload}")
+    if not as_json:
+        click.echo(f"{len(rows)} events shown; the log ends at position {app.store.head()}", err=True)
+
+
+@main.command()
+@click.option("--after", default=0, show_default=True, help="Show dead letters after this id.")
+@click.option("--limit", default=20, show_default=True)
+@click.pass_context
+def errors(ctx: click.Context, after: int, limit: int) -> None:
+    """Read the dead letters: rejected messages with their reasons."""
+    app = _app(ctx)
+    for row in app.store.dead_letters(after=after, limit=limit):
+        raw = row["raw"][:80]
+        shown = raw.decode("utf-8", "replace")
+        where = (
+            f"{row['source_topic']}/{row['source_partition']}@{row['source_offset']}"
+            if row["source_topic"]
+            else row["source"]
+        )
+        click.echo(f"{row['id']:>6}  {row['received_at']:%Y-%m-%d %H:%M:%S}  {where:<24} {row['code']:<20} {row['reason']}  {shown!r}")
+    click.echo(f"{app.store.dead_letter_count()} dead letters in all", err=True)
+
+
+@main.command()
+@click.option("--handler", "names", multiple=True, help="Replay only these handlers (default: every projection).")
+@click.option("--wait", default=60.0, show_default=True, help="Seconds to wait for a running handler's lease.")
+@click.pass_context
+def replay(ctx: click.Context, names: tuple[str, ...], wait: float) -> None:
+    """Reset handler positions and projections, then run the handlers over the whole log."""
+    from handlers.replay import replay_handler
+
+    app = _app(ctx)
+    handlers = {h.name: h for h in app.handlers()}
+    unknown = [n for n in names if n not in handlers]
+    if unknown:
+        raise click.UsageError(f"unknown handler {unknown[0]} (known: {', '.join(handlers)})")
+    chosen = [handlers[n] for n in names] if names else [h for h in handlers.values() if h.replayable]
+    for handler in chosen:
+        applied = replay_handler(app.store, handler, wait_seconds=wait)
+        click.echo(f"{handler.name}: replayed {applied} events")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=9092, show_default=True)
+@click.option("--partitions", default=3, show_default=True, help="Partitions of each topic created.")
+@click.pass_context
+def broker(ctx: click.Context, host: str, port: int, partitions: int) -> None:
+    """Start a local Kafka-compatible broker (Tansu, memory only) and create the topics."""
+    from commands.kafka import create_topics
+    from modelbus.broker import BrokerUnavailable, start_broker
+
+    try:
+        proc = start_broker(host, port)
+    except BrokerUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    settings = ctx.obj["settings"].model_copy(update={"kafka_bootstrap": f"{host}:{port}"})
+    try:
+        created = create_topics(settings, partitions)
+        click.echo(f"broker ready at {host}:{port} (memory only: a restart loses every topic and offset)")
+        click.echo(f"created topics: {', '.join(created) or 'none'}")
+        click.echo(f"use it with: export MODELBUS_KAFKA_BOOTSTRAP={host}:{port}")
+        proc.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(10)
+
+
+@main.group()
+def topics() -> None:
+    """Kafka topics."""
+
+
+@topics.command("create")
+@click.option("--partitions", default=3, show_default=True)
+@click.pass_context
+def topics_create(ctx: click.Context, partitions: int) -> None:
+    """Create every topic modelbus uses that does not exist yet."""
+    from commands.kafka import all_topics, create_topics
+
+    settings = ctx.obj["settings"]
+    if not settings.kafka_mode:
+        raise click.ClickException("no Kafka bootstrap configured (set MODELBUS_KAFKA_BOOTSTRAP)")
+    created = create_topics(settings, partitions)
+    for name in all_topics(settings):
+        click.echo(f"{name}: {'created' if name in created else 'exists'}")
+
+
+if __name__ == "__main__":
+    main()
+
