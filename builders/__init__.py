@@ -1,0 +1,26 @@
+"""How models are made: pure builders (mlp, slr, linear) behind one interface, with no I/O."""
+from builders.base import (
+    KINDS,
+    Builder,
+    BuildError,
+    BuildResult,
+    InputError,
+    Model,
+    TrainingData,
+    get_builder,
+    library_versions,
+)
+from builders.split import train_test_indices
+
+__all__ = [
+    "KINDS",
+    "Builder",
+    "BuildError",
+    "BuildResult",
+    "InputError",
+    "Model",
+    "TrainingData",
+    "get_builder",
+    "library_versions",
+    "train_test_indices",
+]

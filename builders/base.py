@@ -1,0 +1,282 @@
+"""The builder interface shared by every model kind, its data types and parameter checks."""
+from __future__ import annotations
+
+import abc
+import importlib
+import importlib.metadata
+import json
+import math
+import platform
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+KINDS: tuple[str, ...] = ("linear", "mlp", "slr")
+
+# Imported on demand so a process that only serves linear models never loads torch.
+_MODULES = {"linear": "builders.linear", "mlp": "builders.mlp", "slr": "builders.slr"}
+
+
+class BuildError(Exception):
+    """A build that cannot run; the message is meant for the user who asked for it."""
+
+
+class InputError(ValueError):
+    """Rows given to a model for prediction do not fit it (shape, count, non-finite values)."""
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python and of the libraries whose arithmetic a build depends on."""
+    # Read from package metadata so recording versions never imports torch.
+    versions = {"python": platform.python_version()}
+    for name, dist in (("torch", "torch"), ("numpy", "numpy"), ("sklearn", "scikit-learn"),
+                       ("safetensors", "safetensors")):
+        try:
+            versions[name] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """Features, labels and the log positions of the events they came from."""
+
+    X: np.ndarray
+    y: np.ndarray
+    keys: np.ndarray
+
+    def __post_init__(self) -> None:
+        X = np.ascontiguousarray(self.X, dtype=np.float64)
+        y = np.ascontiguousarray(self.y, dtype=np.float64)
+        keys = np.ascontiguousarray(self.keys, dtype=np.int64)
+        if X.ndim != 2:
+            raise ValueError(f"X must be 2-dimensional, got shape {X.shape}")
+        if y.shape != (X.shape[0],) or keys.shape != (X.shape[0],):
+            raise ValueError(f"X {X.shape}, y {y.shape} and keys {keys.shape} disagree on the row count")
+        # The split ranks rows by key; a repeated key would make it depend on row order.
+        if np.unique(keys).size != keys.size:
+            raise ValueError("keys must be unique (they are log positions)")
+        object.__setattr__(self, "X", X)
+        object.__setattr__(self, "y", y)
+        object.__setattr__(self, "keys", keys)
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[Sequence[float]], keys: Sequence[int]) -> TrainingData:
+        """Data from training records whose last value is the label, as the seed wrote them."""
+        matrix = np.asarray(rows, dtype=np.float64)
+        if matrix.ndim != 2 or matrix.shape[1] < 2:
+            raise ValueError(f"rows must have at least one feature and a label, got shape {matrix.shape}")
+        return cls(X=matrix[:, :-1], y=matrix[:, -1], keys=np.asarray(keys, dtype=np.int64))
+
+    @property
+    def n_rows(self) -> int:
+        """Number of rows."""
+        return int(self.X.shape[0])
+
+    @property
+    def n_features(self) -> int:
+        """Number of feature columns."""
+        return int(self.X.shape[1])
+
+    def take(self, idx: np.ndarray) -> TrainingData:
+        """The subset of rows at idx."""
+        return TrainingData(X=self.X[idx], y=self.y[idx], keys=self.keys[idx])
+
+
+class Model(abc.ABC):
+    """A trained model: predicts from a batch of rows and serialises without pickle."""
+
+    kind: str
+    n_features: int
+    classes: list[float] | None = None
+
+    @abc.abstractmethod
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Predicted values (labels for classifiers) for each row of X."""
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray | None:
+        """Class probabilities in the order of `classes`, or None for a regression."""
+        return None
+
+    @abc.abstractmethod
+    def to_bytes(self) -> bytes:
+        """The artifact: the same model always gives the same bytes."""
+
+    @classmethod
+    @abc.abstractmethod
+    def from_bytes(cls, data: bytes) -> Model:
+        """A model from its artifact."""
+
+    def check_rows(self, X: np.ndarray) -> np.ndarray:
+        """X as a float64 (n, n_features) array, or InputError."""
+        try:
+            rows = np.asarray(X, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"rows must be numbers: {exc}") from None
+        if rows.ndim != 2 or rows.shape[1] != self.n_features:
+            raise InputError(f"{self.kind} expects rows of {self.n_features} features, got shape {rows.shape}")
+        if not np.isfinite(rows).all():
+            raise InputError("rows contain NaN or infinite values")
+        return rows
+
+
+@dataclass
+class BuildResult:
+    """What a build produces: the model, its holdout metrics and the params it used."""
+
+    model: Model
+    metrics: dict
+    params: dict
+    versions: dict = field(default_factory=library_versions)
+
+
+class Builder(abc.ABC):
+    """How one kind of model is made from training data."""
+
+    kind: str
+    main_metric: str
+
+    @abc.abstractmethod
+    def validate_params(self, params: Mapping[str, Any] | None) -> dict:
+        """The full effective params, or BuildError naming the first bad key."""
+
+    @abc.abstractmethod
+    def fit(self, data: TrainingData, params: Mapping[str, Any] | None = None) -> BuildResult:
+        """Train on the split's train rows and measure on its test rows."""
+
+    @abc.abstractmethod
+    def load(self, data: bytes) -> Model:
+        """A model of this kind from its artifact."""
+
+
+def get_builder(kind: str) -> Builder:
+    """The builder for a model kind, or BuildError listing the known kinds."""
+    if kind not in _MODULES:
+        raise BuildError(f"unknown model kind {kind!r} (known: {', '.join(KINDS)})")
+    return importlib.import_module(_MODULES[kind]).BUILDER
+
+
+# --- parameters -------------------------------------------------------------------------
+
+Check = Callable[[str, Any], Any]
+
+
+@dataclass(frozen=True)
+class Param:
+    """One build parameter: its default and the check that validates and normalises a value."""
+
+    default: Any
+    check: Check
+
+
+def validate(params: Mapping[str, Any] | None, spec: Mapping[str, Param]) -> dict:
+    """params checked against spec, with every missing key set to its default."""
+    if params is None:
+        params = {}
+    if not isinstance(params, Mapping):
+        raise BuildError(f"params must be a JSON object, got {shown(params)}")
+    for key in params:
+        if key not in spec:
+            raise BuildError(f"params: unknown key {key!r} (known: {', '.join(sorted(spec))})")
+    return {key: p.check(key, params[key]) if key in params else p.default for key, p in sorted(spec.items())}
+
+
+def shown(value: Any) -> str:
+    """A value as the user wrote it, for error messages."""
+    try:
+        return json.dumps(value, allow_nan=True)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _is_int(value: Any) -> bool:
+    # bool is an int in Python but `true` is never a valid count.
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_number(value: Any) -> bool:
+    return (_is_int(value) or isinstance(value, (float, np.floating))) and math.isfinite(value)
+
+
+def integer(low: int, high: int, what: str | None = None) -> Check:
+    """A check for an integer in [low, high]."""
+    what = what or f"an integer between {low} and {high}"
+
+    def check(name: str, value: Any) -> int:
+        if not _is_int(value) or not low <= value <= high:
+            raise BuildError(f"params.{name} must be {what}, got {shown(value)}")
+        return int(value)
+
+    return check
+
+
+def positive_number(name: str, value: Any) -> float:
+    """Check for a finite number > 0."""
+    if not _is_number(value) or value <= 0:
+        raise BuildError(f"params.{name} must be a positive number, got {shown(value)}")
+    return float(value)
+
+
+def non_negative_number(name: str, value: Any) -> float:
+    """Check for a finite number >= 0."""
+    if not _is_number(value) or value < 0:
+        raise BuildError(f"params.{name} must be a non-negative number, got {shown(value)}")
+    return float(value)
+
+
+def fraction(name: str, value: Any) -> float:
+    """Check for a number strictly between 0 and 1."""
+    if not _is_number(value) or not 0 < value < 1:
+        raise BuildError(f"params.{name} must be a number strictly between 0 and 1, got {shown(value)}")
+    return float(value)
+
+
+def one_of(*choices: str) -> Check:
+    """A check for one string out of choices."""
+
+    def check(name: str, value: Any) -> str:
+        if not isinstance(value, str) or value not in choices:
+            raise BuildError(f"params.{name} must be one of {', '.join(choices)}, got {shown(value)}")
+        return value
+
+    return check
+
+
+SEED = Param(6, integer(0, 2**63 - 1, "a non-negative integer"))
+SPLIT = Param(0.65, fraction)
+
+
+# --- checks shared by the builders ------------------------------------------------------
+
+def require_finite(data: TrainingData) -> None:
+    """BuildError if any feature or label is NaN or infinite."""
+    if not (np.isfinite(data.X).all() and np.isfinite(data.y).all()):
+        raise BuildError("dataset contains NaN or infinite values")
+
+
+def require_split_sizes(kind: str, n_rows: int, n_train: int, n_test: int, min_train: int, min_test: int,
+                        split: float) -> None:
+    """BuildError if the split leaves fewer rows on a side than the model needs."""
+    if n_train < min_train or n_test < min_test:
+        raise BuildError(
+            f"dataset has {n_rows} rows; split {split:g} gives {n_train} train and {n_test} test rows, "
+            f"{kind} needs at least {min_train} train and {min_test} test rows"
+        )
+
+
+def dumps_canonical(obj: Any) -> bytes:
+    """Canonical JSON bytes: sorted keys, no spaces, floats by repr so they round-trip exactly."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+def loads_artifact(data: bytes, fmt: str) -> dict:
+    """The JSON object of an artifact whose "format" must be fmt, or ValueError."""
+    try:
+        obj = json.loads(bytes(data).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"not a {fmt} artifact: {exc}") from None
+    if not isinstance(obj, dict) or obj.get("format") != fmt:
+        raise ValueError(f"not a {fmt} artifact")
+    return obj

@@ -1,0 +1,114 @@
+"""Ordinary least squares of the label on all features, with an intercept."""
+from __future__ import annotations
+
+import time
+from typing import Any, Mapping
+
+import numpy as np
+from sklearn.metrics import r2_score
+
+from builders.base import (
+    SEED,
+    SPLIT,
+    Builder,
+    BuildResult,
+    Model,
+    Param,
+    TrainingData,
+    dumps_canonical,
+    loads_artifact,
+    require_finite,
+    require_split_sizes,
+    validate,
+)
+from builders.metrics import regression_metrics
+from builders.split import train_size, train_test_indices
+
+FORMAT = "modelbus.linear/1"
+PARAMS: dict[str, Param] = {"seed": SEED, "split": SPLIT}
+# R² on a single holdout row is undefined.
+MIN_TEST = 2
+
+
+class LinearModel(Model):
+    """y = X @ coefficients + intercept."""
+
+    kind = "linear"
+
+    def __init__(self, coefficients: list[float], intercept: float) -> None:
+        self.coefficients = np.asarray(coefficients, dtype=np.float64)
+        if self.coefficients.ndim != 1 or self.coefficients.size < 1:
+            raise ValueError("coefficients must be a non-empty list of numbers")
+        self.intercept = float(intercept)
+        self.n_features = int(self.coefficients.size)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Predicted label of each row."""
+        return self.check_rows(X) @ self.coefficients + self.intercept
+
+    def to_bytes(self) -> bytes:
+        """Canonical JSON of the coefficients."""
+        return dumps_canonical({"format": FORMAT, "kind": self.kind, "n_features": self.n_features,
+                                "coefficients": self.coefficients.tolist(), "intercept": self.intercept})
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> LinearModel:
+        """The model from its JSON artifact."""
+        obj = loads_artifact(data, FORMAT)
+        try:
+            model = cls(coefficients=obj["coefficients"], intercept=obj["intercept"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not a {FORMAT} artifact: {exc!r}") from None
+        if model.n_features != obj.get("n_features"):
+            raise ValueError(f"not a {FORMAT} artifact: n_features disagrees with the coefficients")
+        return model
+
+
+def ordinary_least_squares(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float, int]:
+    """Coefficients, intercept and rank of the design matrix, by numpy.linalg.lstsq on [X, 1]."""
+    design = np.column_stack([X, np.ones(X.shape[0])])
+    solution, _, rank, _ = np.linalg.lstsq(design, y, rcond=None)
+    return solution[:-1], float(solution[-1]), int(rank)
+
+
+class LinearBuilder(Builder):
+    """Builds LinearModel."""
+
+    kind = "linear"
+    main_metric = "r2"
+
+    def validate_params(self, params: Mapping[str, Any] | None) -> dict:
+        """split and seed, with defaults."""
+        return validate(params, PARAMS)
+
+    def fit(self, data: TrainingData, params: Mapping[str, Any] | None = None) -> BuildResult:
+        """Fit on the train rows and measure on the test rows."""
+        started = time.perf_counter()
+        params = self.validate_params(params)
+        require_finite(data)
+        n_train = train_size(data.n_rows, params["split"])
+        # One row per unknown (the coefficients and the intercept) at the very least.
+        require_split_sizes(self.kind, data.n_rows, n_train, data.n_rows - n_train, data.n_features + 1,
+                            MIN_TEST, params["split"])
+        train_idx, test_idx = train_test_indices(data.keys, params["split"], params["seed"])
+        train, test = data.take(train_idx), data.take(test_idx)
+        coefficients, intercept, rank = ordinary_least_squares(train.X, train.y)
+        model = LinearModel(coefficients.tolist(), intercept)
+        metrics = {
+            "coefficients": model.coefficients.tolist(),
+            "intercept": model.intercept,
+            # Below n_features + 1 some features are collinear and lstsq chose the minimum-norm fit.
+            "rank": rank,
+            "train_r2": float(r2_score(train.y, model.predict(train.X))),
+            "train_size": n_train,
+            **regression_metrics(test.y, model.predict(test.X)),
+        }
+        metrics["execution_time"] = time.perf_counter() - started
+        return BuildResult(model=model, metrics=metrics, params=params)
+
+    def load(self, data: bytes) -> LinearModel:
+        """A LinearModel from its artifact."""
+        return LinearModel.from_bytes(data)
+
+
+BUILDER = LinearBuilder()

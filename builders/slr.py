@@ -1,0 +1,125 @@
+"""Simple linear regression of the label on the first feature, in closed form (the seed's linear_model)."""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Mapping
+
+import numpy as np
+from sklearn.metrics import r2_score
+
+from builders.base import (
+    SEED,
+    SPLIT,
+    Builder,
+    BuildError,
+    BuildResult,
+    Model,
+    Param,
+    TrainingData,
+    dumps_canonical,
+    loads_artifact,
+    require_finite,
+    require_split_sizes,
+    validate,
+)
+from builders.metrics import regression_metrics
+from builders.split import train_size, train_test_indices
+
+FORMAT = "modelbus.slr/1"
+PARAMS: dict[str, Param] = {"seed": SEED, "split": SPLIT}
+# Two points always fit exactly; the standard errors need n - 2 > 0.
+MIN_TRAIN = 3
+# R² on a single holdout row is undefined.
+MIN_TEST = 2
+
+
+class SlrModel(Model):
+    """y = slope * x0 + intercept, where x0 is the first feature of a row."""
+
+    kind = "slr"
+
+    def __init__(self, slope: float, intercept: float, n_features: int) -> None:
+        self.slope = float(slope)
+        self.intercept = float(intercept)
+        self.n_features = int(n_features)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Predicted label of each row, from its first feature."""
+        return self.slope * self.check_rows(X)[:, 0] + self.intercept
+
+    def to_bytes(self) -> bytes:
+        """Canonical JSON of the coefficients."""
+        return dumps_canonical({"format": FORMAT, "kind": self.kind, "n_features": self.n_features,
+                                "slope": self.slope, "intercept": self.intercept})
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> SlrModel:
+        """The model from its JSON artifact."""
+        obj = loads_artifact(data, FORMAT)
+        try:
+            return cls(slope=obj["slope"], intercept=obj["intercept"], n_features=obj["n_features"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not a {FORMAT} artifact: {exc!r}") from None
+
+
+def least_squares_line(x: np.ndarray, y: np.ndarray) -> dict:
+    """Slope, intercept and their standard errors for y on x; x must not be constant."""
+    n = x.size
+    x_mean, y_mean = x.mean(), y.mean()
+    dx = x - x_mean
+    sxx = float(dx @ dx)
+    slope = float(dx @ (y - y_mean)) / sxx
+    intercept = float(y_mean - slope * x_mean)
+    residuals = y - (slope * x + intercept)
+    sigma = math.sqrt(float(residuals @ residuals) / (n - 2))
+    return {
+        "slope": slope,
+        "intercept": intercept,
+        "slope_stderr": sigma / math.sqrt(sxx),
+        "intercept_stderr": sigma * math.sqrt(1.0 / n + float(x_mean) ** 2 / sxx),
+    }
+
+
+class SlrBuilder(Builder):
+    """Builds SlrModel."""
+
+    kind = "slr"
+    main_metric = "r2"
+
+    def validate_params(self, params: Mapping[str, Any] | None) -> dict:
+        """split and seed, with defaults."""
+        return validate(params, PARAMS)
+
+    def fit(self, data: TrainingData, params: Mapping[str, Any] | None = None) -> BuildResult:
+        """Fit on the train rows, report the closed-form statistics and the holdout errors."""
+        started = time.perf_counter()
+        params = self.validate_params(params)
+        require_finite(data)
+        n_train = train_size(data.n_rows, params["split"])
+        require_split_sizes(self.kind, data.n_rows, n_train, data.n_rows - n_train, MIN_TRAIN, MIN_TEST,
+                            params["split"])
+        train_idx, test_idx = train_test_indices(data.keys, params["split"], params["seed"])
+        train, test = data.take(train_idx), data.take(test_idx)
+        x = train.X[:, 0]
+        if np.ptp(x) == 0:
+            raise BuildError(f"the first feature is constant ({x[0]:g}) on the {n_train} train rows; "
+                             "slr needs it to vary")
+        line = least_squares_line(x, train.y)
+        model = SlrModel(line["slope"], line["intercept"], data.n_features)
+        metrics = {
+            **line,
+            "train_r2": float(r2_score(train.y, model.predict(train.X))),
+            "n": n_train,
+            "train_size": n_train,
+            **regression_metrics(test.y, model.predict(test.X)),
+        }
+        metrics["execution_time"] = time.perf_counter() - started
+        return BuildResult(model=model, metrics=metrics, params=params)
+
+    def load(self, data: bytes) -> SlrModel:
+        """An SlrModel from its artifact."""
+        return SlrModel.from_bytes(data)
+
+
+BUILDER = SlrBuilder()
