@@ -1,0 +1,166 @@
+"""The one validator: every seed format accepted, every bad input rejected with its own reason."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from commands.messages import Command, Rejected, Training, canonical_json
+from commands.parse import (
+    check_feature_count,
+    loads,
+    parse_event,
+    parse_event_obj,
+    parse_request,
+    parse_values,
+)
+
+
+def rejected(fn, *args) -> Rejected:
+    with pytest.raises(Rejected) as info:
+        fn(*args)
+    return info.value
+
+
+def test_seed_training_event_exactly_as_the_seed_wrote_it():
+    event = parse_event(b'{"type":"training","payload":"3,4,5,6"}')
+    assert isinstance(event, Training)
+    assert event.dataset == "default"
+    assert event.features == (3.0, 4.0, 5.0)
+    assert event.label == 6.0
+    assert event.values == 4
+
+
+@pytest.mark.parametrize("name,kind", [("build_mlp", "mlp"), ("build_slr", "slr"), ("build_linear", "linear")])
+def test_seed_build_commands(name, kind):
+    event = parse_event(json.dumps({"type": "command", "payload": name}))
+    assert isinstance(event, Command)
+    assert event.kind == kind
+    assert event.params is None
+
+
+def test_optional_fields_are_kept_in_the_stored_body():
+    raw = {"type": "command", "payload": "build_mlp", "id": "b-1", "dataset": "judges", "ts": "2026-11-23T10:00:00Z",
+           "params": {"hidden": [32, 32], "epochs": 300}}
+    event = parse_event_obj(raw)
+    assert event.dataset == "judges"
+    assert event.params == {"hidden": [32, 32], "epochs": 300}
+    assert json.loads(canonical_json(event.body)) == raw
+
+
+def test_dataset_defaults_into_the_body():
+    event = parse_event_obj({"type": "training", "payload": [1, 2.5, 3]})
+    assert event.body["dataset"] == "default"
+    assert event.features == (1.0, 2.5)
+
+
+def test_promote_needs_model_and_version():
+    event = parse_event_obj({"type": "command", "payload": "promote", "model": "mlp", "version": 3})
+    assert (event.model, event.version, event.kind) == ("mlp", 3, None)
+    assert rejected(parse_event_obj, {"type": "command", "payload": "promote", "model": "mlp"}).code == "missing_field"
+    assert rejected(parse_event_obj, {"type": "command", "payload": "promote", "version": 1}).code == "missing_field"
+
+
+@pytest.mark.parametrize(
+    "raw,code,fragment",
+    [
+        (b"\xff\xfe{}", "not_utf8", "not UTF-8"),
+        (b"{not json", "not_json", "not JSON"),
+        (b"", "not_json", "not JSON"),
+        (b"[1,2,3]", "not_object", "got array"),
+        (b'"training"', "not_object", "got string"),
+        (b"null", "not_object", "got null"),
+        (b'{"payload":"1,2"}', "missing_field", "'type' is required"),
+        (b'{"type":"training"}', "missing_field", "'payload' is required"),
+        (b'{"type":"command"}', "missing_field", "'payload' is required"),
+        (b'{"type":"telemetry","payload":"1"}', "unknown_type", "type 'telemetry' is unknown"),
+        (b'{"type":"command","payload":"build_dtr"}', "unknown_command", "command 'build_dtr' is unknown"),
+        (b'{"type":"training","payload":"1,two,3"}', "not_numeric", "payload value 2 'two' is not a number"),
+        (b'{"type":"training","payload":[1,"x",3]}', "not_numeric", "payload value 2 'x'"),
+        (b'{"type":"training","payload":[1,true,3]}', "not_numeric", "payload value 2 is boolean"),
+        (b'{"type":"training","payload":"1,1_000,3"}', "not_numeric", "'1_000' is not a number"),
+        (b'{"type":"training","payload":"1,NaN,3"}', "not_finite", "'NaN' is not a finite number"),
+        (b'{"type":"training","payload":"1,inf,3"}', "not_finite", "'inf' is not a finite number"),
+        (b'{"type":"training","payload":[1,NaN,3]}', "not_finite", "NaN is not a finite number"),
+        (b'{"type":"training","payload":[1,Infinity]}', "not_finite", "Infinity is not a finite number"),
+        (b'{"type":"training","payload":[1,1e999]}', "not_finite", "not a finite number"),
+        (b'{"type":"training","payload":"5"}', "bad_field", "needs features and a label"),
+        (b'{"type":"training","payload":""}', "bad_field", "payload is empty"),
+        (b'{"type":"training","payload":{"a":1}}', "bad_field", "CSV string or an array"),
+        (b'{"type":"training","payload":"1,2","extra":1}', "unknown_field", "unknown field 'extra'"),
+        (b'{"type":"training","payload":"1,2","type":"command"}', "bad_field", "appears twice"),
+        (b'{"type":"training","payload":"1,2","id":5}', "bad_field", "'id' must be a string"),
+        (b'{"type":"training","payload":"1,2","dataset":"a b"}', "bad_field", "dataset 'a b' must be"),
+        (b'{"type":"command","payload":"build_mlp","params":[1]}', "bad_field", "'params' must be an object"),
+        (b'{"type":"command","payload":"promote","model":"tree","version":1}', "unknown_model", "model 'tree'"),
+        (b'{"type":"command","payload":"promote","model":"mlp","version":0}', "bad_field", "positive integer"),
+    ],
+)
+def test_bad_events_each_get_their_own_reason(raw, code, fragment):
+    error = rejected(parse_event, raw)
+    assert error.code == code
+    assert fragment in error.message
+    assert error.as_dict() == {"code": code, "message": error.message}
+
+
+def test_id_longer_than_128_characters():
+    error = rejected(parse_event_obj, {"type": "training", "payload": "1,2", "id": "x" * 129})
+    assert (error.code, error.message) == ("bad_field", "field 'id' must have 1 to 128 characters, got 129")
+
+
+def test_oversize_message_is_rejected_before_parsing():
+    raw = json.dumps({"type": "training", "payload": ",".join(["1"] * 400_000)}).encode()
+    assert len(raw) > 700_000
+    error = rejected(parse_event, raw)
+    assert error.code == "too_large"
+    assert error.message == f"message is {len(raw)} bytes; the limit is 65536"
+
+
+def test_limit_is_configurable():
+    assert loads(b'{"a":1}', max_bytes=7) == {"a": 1}
+    assert rejected(loads, b'{"a":10}', 7).code == "too_large"
+
+
+def test_wrong_feature_count_names_the_dataset():
+    event = parse_event(b'{"type":"training","payload":"3,4,5"}')
+    check_feature_count(event, 3)
+    check_feature_count(event, None)
+    error = rejected(check_feature_count, event, 4)
+    assert (error.code, error.message) == ("wrong_feature_count", "payload has 3 values; dataset 'default' expects 4")
+
+
+def test_values_accept_json_and_csv_numbers_only():
+    assert parse_values(" 1, -2.5 ,3e2,.5") == (1.0, -2.5, 300.0, 0.5)
+    assert parse_values([1, 2.5, "3"]) == (1.0, 2.5, 3.0)
+    assert rejected(parse_values, "0x10").code == "not_numeric"
+    assert rejected(parse_values, "1,,2").code == "not_numeric"
+
+
+def test_seed_prediction_request():
+    request = parse_request(b'{"model":"slr","payload":"3,4,5"}')
+    assert (request.model, request.dataset, request.features, request.payload) == ("slr", "default", (3.0, 4.0, 5.0), "3,4,5")
+    assert request.id is None and request.version is None
+
+
+def test_prediction_request_options():
+    request = parse_request(b'{"model":"mlp","payload":[3,4,5],"id":"r1","dataset":"d","version":2}')
+    assert (request.id, request.dataset, request.version) == ("r1", "d", 2)
+
+
+@pytest.mark.parametrize(
+    "raw,code",
+    [
+        (b"\xc3\x28", "not_utf8"),
+        (b"nope", "not_json"),
+        (b"[]", "not_object"),
+        (b'{"payload":"1,2"}', "missing_field"),
+        (b'{"model":"mlp"}', "missing_field"),
+        (b'{"model":"dtr","payload":"1,2"}', "unknown_model"),
+        (b'{"model":"mlp","payload":"1,a"}', "not_numeric"),
+        (b'{"model":"mlp","payload":"1,nan"}', "not_finite"),
+        (b'{"model":"mlp","payload":"1","type":"x"}', "unknown_field"),
+        (b'{"model":"mlp","payload":"1","version":"2"}', "bad_field"),
+    ],
+)
+def test_bad_prediction_requests(raw, code):
+    assert rejected(parse_request, raw).code == code
