@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -14,6 +15,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects import mysql
 
@@ -115,5 +117,114 @@ training_records = Table(
     Column("features", Text, nullable=False),
     Column("label", Float(precision=53).with_variant(mysql.DOUBLE(), "mysql", "mariadb"), nullable=False),
     Index("ix_training_records_dataset_position", "dataset", "position"),
+    **_MYSQL,
+)
+
+# --- the model registry (issue 3) ---------------------------------------------------------
+
+Double = Float(precision=53).with_variant(mysql.DOUBLE(), "mysql", "mariadb")
+
+# One row per successful build; keyed by the build command's log position, so a replay
+# of the same log writes the same keys.
+model_versions = Table(
+    "model_versions",
+    metadata,
+    Column("build_position", BigInteger, primary_key=True, autoincrement=False),
+    Column("model", String(16), nullable=False),
+    Column("dataset", String(64), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("uuid", String(36), nullable=False),
+    Column("params", Text, nullable=False),
+    Column("metrics", LongText, nullable=False),
+    Column("main_metric", Double, nullable=False),
+    Column("artifact", LongBlob, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("first_position", BigInteger),
+    Column("last_position", BigInteger),
+    Column("n_events", BigInteger, nullable=False),
+    Column("lineage_digest", String(64), nullable=False),
+    Column("versions", Text, nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+    UniqueConstraint("model", "dataset", "version", name="uq_model_versions_version"),
+    UniqueConstraint("uuid", name="uq_model_versions_uuid"),
+    **_MYSQL,
+)
+
+# One row per build command, successful or not: what the user asked for and what came of it.
+builds = Table(
+    "builds",
+    metadata,
+    Column("position", BigInteger, primary_key=True, autoincrement=False),
+    Column("event_id", String(128), nullable=False),
+    Column("model", String(16), nullable=False),
+    Column("dataset", String(64), nullable=False),
+    Column("status", String(8), nullable=False),
+    Column("reason", Text),
+    Column("version", Integer),
+    Column("params", Text),
+    Column("n_events", BigInteger),
+    Column("requested_at", Timestamp, nullable=False),
+    Column("started_at", Timestamp, nullable=False),
+    Column("finished_at", Timestamp, nullable=False),
+    Column("load_seconds", Double),
+    Column("fit_seconds", Double),
+    UniqueConstraint("event_id", name="uq_builds_event_id"),
+    Index("ix_builds_model_dataset", "model", "dataset"),
+    **_MYSQL,
+)
+
+# Where each alias (only "production" so far) of a model and dataset points.
+aliases = Table(
+    "aliases",
+    metadata,
+    Column("model", String(16), primary_key=True),
+    Column("dataset", String(64), primary_key=True),
+    Column("alias", String(16), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("moved_at_position", BigInteger, nullable=False),
+    **_MYSQL,
+)
+
+# One row per promote command: the alias history, including refused and kept promotions.
+promotions = Table(
+    "promotions",
+    metadata,
+    Column("position", BigInteger, primary_key=True, autoincrement=False),
+    Column("model", String(16), nullable=False),
+    Column("dataset", String(64), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("previous_version", Integer),
+    Column("automatic", Boolean, nullable=False),
+    Column("status", String(8), nullable=False),
+    Column("reason", Text),
+    Column("created_at", Timestamp, nullable=False),
+    **_MYSQL,
+)
+
+# The seed's tables, column for column as its MySQL schema defined them; filled on every build.
+linear_model = Table(
+    "linear_model",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("uuid", String(255), nullable=False, server_default=text("''")),
+    Column("createdate", DateTime),
+    Column("slope", Double),
+    Column("intercept", Double),
+    Column("rsq", Double),
+    Column("logoutput", Text),
+    **_MYSQL,
+)
+
+training_log = Table(
+    "training_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("uuid", String(100), nullable=False, server_default=text("''")),
+    Column("training_date", DateTime),
+    Column("train_eval_split", Double, nullable=False, server_default=text("0.65")),
+    Column("execution_time", Integer, nullable=False, server_default=text("-1")),
+    Column("model_accuracy", Double, nullable=False, server_default=text("0")),
+    Column("training_output", Text),
+    Column("model_type", String(50), nullable=False, server_default=text("''")),
     **_MYSQL,
 )
