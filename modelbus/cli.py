@@ -34,7 +34,10 @@ def main(ctx: click.Context, database_url: str | None, kafka_bootstrap: str | No
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))
+    # Third-party chatter (kafka-python's connection logs, Alembic's per-migration
+    # lines) is noise at INFO; our own loggers say when a part is ready.
+    for noisy in ("kafka", "alembic"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         settings = load_settings(database_url=database_url, kafka_bootstrap=kafka_bootstrap)
     except Exception as exc:
