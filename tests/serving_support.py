@@ -1,0 +1,99 @@
+"""Helpers for the serving tests: small fitted models and an in-memory registry for the pure cache tests."""
+from __future__ import annotations
+
+import threading
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from builders import TrainingData, get_builder
+
+ROOT = Path(__file__).resolve().parents[1]
+DARCEY = ROOT.parent / "shared" / "data" / "darcey.csv"
+FAST_MLP = {"epochs": 30, "hidden": [8]}
+
+
+@lru_cache(maxsize=None)
+def darcey() -> TrainingData:
+    """The seed's data set: craig, len, bruno -> darcey."""
+    rows = np.loadtxt(DARCEY, delimiter=",", skiprows=1)
+    return TrainingData.from_rows(rows, keys=np.arange(1, len(rows) + 1))
+
+
+@lru_cache(maxsize=None)
+def artifact(kind: str, seed: int = 6) -> tuple[bytes, float]:
+    """A fitted model's artifact and main metric (mlp: accuracy, else r2), cached per process."""
+    params = dict(FAST_MLP, seed=seed) if kind == "mlp" else {"seed": seed}
+    result = get_builder(kind).fit(darcey(), params)
+    metric = result.metrics.get("accuracy") if kind == "mlp" else result.metrics.get("r2")
+    return result.model.to_bytes(), float(metric)
+
+
+@dataclass(frozen=True)
+class FakeVersion:
+    """The fields of db.registry.ModelVersion that serving reads."""
+
+    model: str
+    dataset: str
+    version: int
+    uuid: str
+    main_metric: float
+    artifact: bytes | None
+    status: str = "ok"
+    params: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    created_at: datetime = field(default_factory=datetime.utcnow)
+
+
+class FakeRegistry:
+    """An in-memory registry with the reads of handlers.predict.Registry (pure cache tests only)."""
+
+    def __init__(self) -> None:
+        self.versions: dict[tuple[str, str, int], FakeVersion] = {}
+        self.alias: dict[tuple[str, str], int] = {}
+        self.generation = 0
+        self.reads = 0
+        self._lock = threading.Lock()
+
+    def add(self, model: str, dataset: str = "default", *, seed: int = 6, promote: bool = True,
+            artifact_bytes: bytes | None = None) -> FakeVersion:
+        """Add the next version of (model, dataset), fitted on darcey; promote it unless told not to."""
+        data, metric = artifact(model, seed)
+        with self._lock:
+            number = 1 + max((v for m, d, v in self.versions if (m, d) == (model, dataset)), default=0)
+            mv = FakeVersion(model, dataset, number, str(uuid.uuid4()), metric,
+                             artifact_bytes if artifact_bytes is not None else data)
+            self.versions[(model, dataset, number)] = mv
+            if promote:
+                self.alias[(model, dataset)] = number
+                self.generation += 1
+        return mv
+
+    def promote(self, model: str, dataset: str, version: int) -> None:
+        """Move the alias."""
+        with self._lock:
+            self.alias[(model, dataset)] = version
+            self.generation += 1
+
+    def production(self, model: str, dataset: str):
+        self.reads += 1
+        number = self.alias.get((model, dataset))
+        return None if number is None else self.versions[(model, dataset, number)]
+
+    def get_version(self, model: str, dataset: str, version: int):
+        self.reads += 1
+        return self.versions.get((model, dataset, version))
+
+    def aliases(self) -> dict[tuple[str, str], int]:
+        return dict(self.alias)
+
+    def alias_generation(self) -> int:
+        return self.generation
+
+    def listing(self, mv: FakeVersion) -> FakeVersion:
+        """A version as list_versions gives it (no artifact)."""
+        return replace(mv, artifact=None)
