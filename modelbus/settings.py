@@ -45,6 +45,10 @@ class ScheduleJob(BaseModel):
     command: str
     dataset: str = "default"
     params: dict[str, Any] | None = None
+    # The zone the cron expression is read in (IANA name); the slot in the event id is UTC.
+    timezone: str = "UTC"
+    # How late a firing may still post its slot; see cron/scheduler.py for why.
+    misfire_grace_seconds: int = Field(default=300, ge=1)
 
 
 class Settings(BaseSettings):
