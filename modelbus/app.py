@@ -40,9 +40,15 @@ class App:
 
     def handlers(self) -> list[Handler]:
         """Every log handler, in the order they should run."""
+        from handlers.build import BuildHandler
         from handlers.training import TrainingRecords
 
-        return [TrainingRecords()]
+        return [TrainingRecords(), BuildHandler(self.engine, notify=self.publish_model_update)]
+
+    def publish_model_update(self, update) -> None:
+        """Announce an alias move (db.registry.ModelUpdate) on model_update_topic, keyed by model:dataset."""
+        self.transport.publish(self.settings.topics.model_updates, update.to_json(), key=update.key.encode())
+        self.transport.flush()
 
     def close(self) -> None:
         """Flush the transport and drop pooled connections."""

@@ -1,0 +1,307 @@
+"""The build handler: build commands become model versions, promote commands move the production alias.
+
+A build_* command at log position P trains on every training event of its dataset before P
+(read from the log itself, not from a projection), outside the transaction; the version,
+the build record, the seed's rows and an auto-promote event then commit with the handler's
+position. Every alias move is a promote event in the log: an automatic promotion is appended
+as one (source "system", id "auto-promote:<model>:<dataset>:<version>", so a replay finds it
+instead of adding another) and takes effect when the handler reaches it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Callable, Sequence
+
+from sqlalchemy import Connection, Engine
+
+from builders.base import BuildError, BuildResult, get_builder
+from commands.messages import BUILD_COMMANDS, Command, Rejected, canonical_json
+from commands.parse import parse_event_obj
+from db import registry
+from db.events import DUPLICATE, EventRow, Incoming, Schemas, Source, append_batch, utcnow
+from db.lineage import Lineage, load_training
+from db.registry import ModelUpdate, ModelVersion
+from handlers.base import Handler
+
+log = logging.getLogger(__name__)
+
+AUTO_PROMOTE_PREFIX = "auto-promote:"
+SYSTEM_SOURCE = "system"
+
+Notify = Callable[[ModelUpdate], None]
+
+
+@dataclass
+class BuildOutcome:
+    """What one build produced: a model with its metrics and lineage, or the reason it failed."""
+
+    model: str
+    dataset: str
+    requested_params: dict | None
+    lineage: Lineage | None = None
+    result: BuildResult | None = None
+    artifact: bytes | None = None
+    sha256: str | None = None
+    metrics_json: str | None = None
+    reason: str | None = None
+    started_at: datetime = field(default_factory=utcnow)
+    finished_at: datetime | None = None
+    load_seconds: float | None = None
+    fit_seconds: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when a model was built."""
+        return self.result is not None and self.reason is None
+
+    @property
+    def metrics(self) -> dict:
+        """The metrics as the registry stores them (canonical JSON round trip)."""
+        return json.loads(self.metrics_json) if self.metrics_json else {}
+
+
+def parse_command(row: EventRow) -> Command:
+    """The command stored in a log row; ValueError/Rejected only for a row altered in the database."""
+    event = parse_event_obj(json.loads(row.payload))
+    if not isinstance(event, Command):
+        raise ValueError(f"event {row.position} is stored as a command but holds a {event.type}")
+    return event
+
+
+def run_build(engine: Engine, model: str, dataset: str, before: int, params: dict | None,
+              progress: Callable[[int], None] | None = None) -> BuildOutcome:
+    """Train `model` on the training events of `dataset` before log position `before`; never raises BuildError."""
+    outcome = BuildOutcome(model=model, dataset=dataset, requested_params=params)
+    try:
+        builder = get_builder(model)
+        # Bad params fail before the log is read.
+        builder.validate_params(params)
+        started = time.perf_counter()
+        data, outcome.lineage = load_training(engine, dataset, before, progress)
+        outcome.load_seconds = time.perf_counter() - started
+        if data is None:
+            raise BuildError(f"dataset '{dataset}' has no training events before position {before}")
+        started = time.perf_counter()
+        result = builder.fit(data, params)
+        outcome.fit_seconds = time.perf_counter() - started
+        artifact = result.model.to_bytes()
+        try:
+            metrics_json = registry.dumps(result.metrics)
+        except ValueError:
+            raise BuildError("the build's metrics are not finite numbers (NaN or infinity)") from None
+        main = result.metrics.get(builder.main_metric)
+        if not isinstance(main, (int, float)) or not math.isfinite(main):
+            raise BuildError(f"the build's {builder.main_metric} is {main!r}, not a finite number")
+        outcome.result, outcome.artifact, outcome.metrics_json = result, artifact, metrics_json
+        outcome.sha256 = hashlib.sha256(artifact).hexdigest()
+    except BuildError as exc:
+        outcome.reason = str(exc)
+    except (ValueError, ArithmeticError, RuntimeError) as exc:
+        # A builder bug or a numerical failure is the build's, not the handler's: record it.
+        log.exception("build of %s on %s before %d failed", model, dataset, before)
+        outcome.reason = f"internal error: {type(exc).__name__}: {exc}"
+    outcome.finished_at = utcnow()
+    return outcome
+
+
+def auto_promote_id(model: str, dataset: str, version: int) -> str:
+    """The idempotency key of the promote event a build appends for its version."""
+    return f"{AUTO_PROMOTE_PREFIX}{model}:{dataset}:{version}"
+
+
+def is_automatic(row: EventRow) -> bool:
+    """True for a promote event appended by a build (rather than sent by a user)."""
+    return row.source == SYSTEM_SOURCE and row.event_id.startswith(AUTO_PROMOTE_PREFIX)
+
+
+def promotes(new: float, current: float | None) -> bool:
+    """The promotion rule: a new version becomes production when its main metric is not worse."""
+    return current is None or new >= current
+
+
+@dataclass
+class _Batch:
+    outcomes: dict[int, BuildOutcome]
+    moves: list[ModelUpdate] = field(default_factory=list)
+
+
+class BuildHandler(Handler):
+    """Builds models on build commands and moves production aliases on promote commands."""
+
+    name = "builds"
+    event_type = "command"
+    batch_size = 200
+
+    def __init__(self, engine: Engine, notify: Notify | None = None):
+        self.engine = engine
+        self.notify = notify
+
+    def take(self, events: Sequence[EventRow]) -> Sequence[EventRow]:
+        """Events up to and including the first build command: one build per transaction."""
+        for index, row in enumerate(events):
+            if row.name in BUILD_COMMANDS:
+                return events[: index + 1]
+        return events
+
+    def prepare(self, events: Sequence[EventRow]) -> _Batch:
+        """Train for each build command (outside the transaction, under the renewed lease)."""
+        outcomes = {}
+        for row in events:
+            if row.name not in BUILD_COMMANDS:
+                continue
+            kind = BUILD_COMMANDS[row.name]
+            try:
+                command = parse_command(row)
+            except (Rejected, ValueError) as exc:
+                outcome = BuildOutcome(model=kind, dataset=row.dataset, requested_params=None,
+                                       reason=f"event {row.position} is not a valid command: {exc}")
+                outcome.finished_at = utcnow()
+            else:
+                log.info("building %s on %s from the log before position %d", kind, row.dataset, row.position)
+                outcome = run_build(self.engine, kind, command.dataset, row.position, command.params)
+                if outcome.ok:
+                    log.info("built %s on %s: %d events, %s", kind, row.dataset, outcome.lineage.n_events,
+                             _summary(outcome))
+                else:
+                    log.warning("build of %s on %s at position %d failed: %s", kind, row.dataset, row.position,
+                                outcome.reason)
+            outcomes[row.position] = outcome
+        return _Batch(outcomes)
+
+    def apply(self, conn: Connection, events: Sequence[EventRow], prepared: _Batch) -> None:
+        """Record builds and versions, append auto-promotions, move aliases."""
+        prepared.moves = []
+        for row in events:
+            if row.name in BUILD_COMMANDS:
+                self._record_build(conn, row, prepared.outcomes[row.position])
+            elif row.name == "promote":
+                move = self._promote(conn, row)
+                if move is not None:
+                    prepared.moves.append(move)
+
+    def _record_build(self, conn: Connection, row: EventRow, outcome: BuildOutcome) -> None:
+        version = None
+        if outcome.ok:
+            assert outcome.result is not None and outcome.lineage is not None
+            builder = get_builder(outcome.model)
+            version = registry.next_version(conn, outcome.model, outcome.dataset)
+            mv = ModelVersion(
+                model=outcome.model,
+                dataset=outcome.dataset,
+                version=version,
+                uuid=registry.version_uuid(outcome.model, outcome.dataset, version, row.position),
+                status="ok",
+                params=outcome.result.params,
+                metrics=outcome.metrics,
+                main_metric=float(outcome.result.metrics[builder.main_metric]),
+                sha256=outcome.sha256 or "",
+                first_position=outcome.lineage.first_position,
+                last_position=outcome.lineage.last_position,
+                n_events=outcome.lineage.n_events,
+                lineage_digest=outcome.lineage.digest,
+                versions=outcome.result.versions,
+                # The command's receive time, so a replay writes the same row.
+                created_at=row.received_at,
+                build_position=row.position,
+                artifact=outcome.artifact,
+            )
+            registry.insert_version(conn, mv)
+            registry.insert_seed_rows(conn, mv)
+            current = registry.current_production(conn, mv.model, mv.dataset)
+            if promotes(mv.main_metric, current[1] if current else None):
+                self._append_promote(conn, mv)
+        registry.insert_build(
+            conn,
+            position=row.position,
+            event_id=row.event_id,
+            model=outcome.model,
+            dataset=outcome.dataset,
+            status="ok" if outcome.ok else "failed",
+            reason=outcome.reason,
+            version=version,
+            params=outcome.requested_params,
+            n_events=outcome.lineage.n_events if outcome.lineage else None,
+            requested_at=row.received_at,
+            started_at=outcome.started_at,
+            finished_at=outcome.finished_at or utcnow(),
+            load_seconds=outcome.load_seconds,
+            fit_seconds=outcome.fit_seconds,
+        )
+
+    def _append_promote(self, conn: Connection, mv: ModelVersion) -> None:
+        event_id = auto_promote_id(mv.model, mv.dataset, mv.version)
+        body = {"type": "command", "payload": "promote", "model": mv.model, "dataset": mv.dataset,
+                "version": mv.version, "id": event_id}
+        command = parse_event_obj(body)
+        item = Incoming(raw=canonical_json(command.body).encode(), source=Source(SYSTEM_SOURCE), event=command,
+                        event_id=event_id)
+        (outcome,) = append_batch(conn, [item], Schemas())
+        if outcome.status == DUPLICATE:
+            log.info("promote event %s is already in the log at %s (replay)", event_id, outcome.position)
+        else:
+            log.info("appended %s at position %s", event_id, outcome.position)
+
+    def _promote(self, conn: Connection, row: EventRow) -> ModelUpdate | None:
+        try:
+            command = parse_command(row)
+        except (Rejected, ValueError) as exc:
+            log.error("skipping promote event %d: %s", row.position, exc)
+            return None
+        model, dataset, version = command.model, command.dataset, command.version
+        assert model is not None and version is not None
+        automatic = is_automatic(row)
+        target = registry.version_main_metric(conn, model, dataset, version)
+        current = registry.current_production(conn, model, dataset)
+        status, reason, update = "moved", None, None
+        if target is None:
+            status, reason = "failed", f"{model} version {version} of dataset '{dataset}' does not exist"
+        elif current is not None and current[0] == version:
+            status, reason = "kept", f"{model} version {version} is already production"
+        elif automatic and current is not None and not promotes(target[1], current[1]):
+            # Another build promoted a better version between this build and its promote event.
+            status, reason = "kept", (f"version {version} ({target[1]:.6g}) is worse than production "
+                                      f"version {current[0]} ({current[1]:.6g})")
+        else:
+            registry.move_alias(conn, model, dataset, version, row.position)
+            update = ModelUpdate(model, dataset, version, target[0], row.position)
+        if status != "moved":
+            log.warning("promote at position %d: %s", row.position, reason)
+        registry.insert_promotion(
+            conn,
+            position=row.position,
+            model=model,
+            dataset=dataset,
+            version=version,
+            previous_version=current[0] if current else None,
+            automatic=automatic,
+            status=status,
+            reason=reason,
+            created_at=row.received_at,
+        )
+        return update
+
+    def reset(self, conn: Connection) -> None:
+        """Empty the registry; a replay rebuilds the same versions from the log."""
+        registry.reset(conn)
+
+    def after_commit(self, events: Sequence[EventRow], prepared: _Batch) -> None:
+        """Tell serving processes about each alias move (a lost notice is caught by their polling)."""
+        if self.notify is None:
+            return
+        for update in prepared.moves:
+            try:
+                self.notify(update)
+            except Exception:
+                log.exception("publishing the model update %s failed; serving will poll", update)
+
+
+def _summary(outcome: BuildOutcome) -> str:
+    metrics = outcome.metrics
+    shown = {k: metrics[k] for k in ("accuracy", "f1_macro", "r2", "rmse") if k in metrics}
+    return ", ".join(f"{k} {v:.4g}" for k, v in shown.items())
