@@ -316,6 +316,12 @@ def topics_create(ctx: click.Context, partitions: int) -> None:
         click.echo(f"{name}: {'created' if name in created else 'exists'}")
 
 
+from modelbus.cli_cron import scheduler as _scheduler_command  # noqa: E402
+from modelbus.cli_demo import demo as _demo_command  # noqa: E402
+
+main.add_command(_scheduler_command)
+main.add_command(_demo_command)
+
 if __name__ == "__main__":
     main()
 
