@@ -37,32 +37,32 @@ class EventPublisher:
         event.body["id"] = event_id
         return Incoming(raw=raw_bytes, source=source, event=event, event_id=event_id)
 
-    def post(self, events: Sequence[Any], source: str, *, dead_letters: bool = True) -> list[Outcome]:
+    def post(self, events: Sequence[Any], source: str) -> list[Outcome]:
         """Post events given as JSON objects, strings or bytes; one Outcome per event, in order.
 
-        With dead_letters=False (the CLI) an invalid event is only reported back, not stored.
+        An invalid event is reported back and, like every entry point's rejects, kept as a
+        dead letter (and sent to error_topic in Kafka mode): invalid input is never dropped.
         """
         items = [self._parse(obj, Source(source)) for obj in events]
         if self.transport is None:
-            if not dead_letters:
-                outcomes = [Outcome(REJECTED, error=i.error) if i.error else None for i in items]
-                valid = [i for i in items if i.error is None]
-                stored = iter(self.store.append(valid) if valid else [])
-                return [o if o is not None else next(stored) for o in outcomes]
             return store_and_report(self.store, None, self.settings.topics.errors, items)
-        return self._publish(items, dead_letters)
+        return self._publish(items)
 
-    def _publish(self, items: list[Incoming], dead_letters: bool) -> list[Outcome]:
+    def _publish(self, items: list[Incoming]) -> list[Outcome]:
         assert self.transport is not None
+        widths: dict[str, int | None] = {}
         for item in items:
             if isinstance(item.event, Training):
+                name = item.event.dataset
+                if name not in widths:
+                    widths[name] = self.store.expected_values(name)
                 try:
-                    check_feature_count(item.event, self.store.expected_values(item.event.dataset))
+                    check_feature_count(item.event, widths[name])
                 except Rejected as exc:
                     item.error, item.event = exc, None
         outcomes: list[Outcome] = []
         rejects = [i for i in items if i.error is not None]
-        if rejects and dead_letters:
+        if rejects:
             store_and_report(self.store, self._errors, self.settings.topics.errors, rejects)
         for item in items:
             if item.error is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import signal
 import sys
 from typing import Any, Iterator
 
@@ -174,7 +175,7 @@ def send(ctx: click.Context, events: tuple[str, ...], file: str | None, csv_file
         raise click.UsageError("no events: give them as arguments, with --file, --csv or on stdin")
     outcomes = []
     for start in range(0, len(items), 5000):
-        outcomes.extend(app.publisher.post(items[start : start + 5000], "cli", dead_letters=False))
+        outcomes.extend(app.publisher.post(items[start : start + 5000], "cli"))
     counts: dict[str, int] = {}
     for index, outcome in enumerate(outcomes):
         counts[outcome.status] = counts.get(outcome.status, 0) + 1
@@ -282,6 +283,8 @@ def broker(ctx: click.Context, host: str, port: int, partitions: int) -> None:
     except BrokerUnavailable as exc:
         raise click.ClickException(str(exc)) from None
     settings = ctx.obj["settings"].model_copy(update={"kafka_bootstrap": f"{host}:{port}"})
+    # SIGTERM must also stop the child broker, not orphan it: exit through `finally`.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         created = create_topics(settings, partitions)
         click.echo(f"broker ready at {host}:{port} (memory only: a restart loses every topic and offset)")
