@@ -325,6 +325,10 @@ from modelbus.cli_demo import demo as _demo_command  # noqa: E402
 main.add_command(_scheduler_command)
 main.add_command(_demo_command)
 
+from modelbus.cli_models import add_commands as _add_model_commands  # noqa: E402
+
+_add_model_commands(main)
+
 if __name__ == "__main__":
     main()
 

@@ -1,0 +1,191 @@
+"""The model commands of the `modelbus` CLI: build, models, verify, lineage."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+import click
+
+from commands.messages import DEFAULT_DATASET, MODEL_KINDS
+
+KIND = click.Choice(sorted(MODEL_KINDS))
+
+
+def _app(ctx: click.Context):
+    from modelbus.app import App
+
+    app = App(ctx.obj["settings"])
+    ctx.call_on_close(app.close)
+    return app
+
+
+def _metrics_line(metrics: dict) -> str:
+    keys = ("accuracy", "f1_macro", "log_loss", "r2", "rmse", "mae", "train_size", "test_size", "execution_time")
+    return ", ".join(f"{k} {metrics[k]:.4g}" if isinstance(metrics[k], float) else f"{k} {metrics[k]}"
+                     for k in keys if k in metrics)
+
+
+def _version_or_fail(app, model: str, dataset: str, version: int):
+    from db import registry
+
+    mv = registry.get_version(app.engine, model, dataset, version)
+    if mv is None:
+        known = [v.version for v in registry.list_versions(app.engine, model, dataset)]
+        raise click.ClickException(
+            f"no {model} version {version} on dataset '{dataset}' (versions: {', '.join(map(str, known)) or 'none'})"
+        )
+    return mv
+
+
+@click.command()
+@click.argument("kind", type=KIND)
+@click.option("--dataset", default=DEFAULT_DATASET, show_default=True)
+@click.option("--params", "params_text", help='Build params as a JSON object, e.g. \'{"epochs":300,"hidden":[64]}\'.')
+@click.option("--wait", is_flag=True, help="Wait for a worker to finish the build; exit 1 if it fails.")
+@click.option("--timeout", default=3600.0, show_default=True, help="Seconds --wait waits at most.")
+@click.pass_context
+def build(ctx: click.Context, kind: str, dataset: str, params_text: str | None, wait: bool, timeout: float) -> None:
+    """Post a build_<KIND> command (a worker builds it from the log; nothing trains here)."""
+    from db import registry
+
+    event: dict[str, Any] = {"type": "command", "payload": f"build_{kind}", "dataset": dataset}
+    if params_text is not None:
+        try:
+            event["params"] = json.loads(params_text)
+        except json.JSONDecodeError as exc:
+            raise click.BadParameter(f"not JSON: {exc}", param_hint="--params") from None
+    app = _app(ctx)
+    (outcome,) = app.publisher.post([event], "cli", dead_letters=False)
+    if outcome.error is not None:
+        raise click.ClickException(f"rejected: {outcome.error.message}")
+    where = f"at position {outcome.position}" if outcome.position else f"to {app.settings.topics.events}"
+    click.echo(f"build_{kind} on '{dataset}' {outcome.status} {where} (id {outcome.event_id})")
+    if not wait:
+        return
+    click.echo("waiting for a worker to build it (`modelbus worker` runs the build handler) ...", err=True)
+    deadline = time.monotonic() + timeout
+    result = registry.get_build(app.engine, event_id=outcome.event_id)
+    while result is None:
+        if time.monotonic() > deadline:
+            click.echo(f"no build result after {timeout:g}s; is a worker running?", err=True)
+            sys.exit(1)
+        time.sleep(0.5)
+        result = registry.get_build(app.engine, event_id=outcome.event_id)
+    if result["status"] != "ok":
+        click.echo(f"build failed: {result['reason']}", err=True)
+        sys.exit(1)
+    mv = registry.get_version(app.engine, kind, dataset, result["version"])
+    assert mv is not None
+    production = registry.aliases(app.engine).get((kind, dataset))
+    click.echo(f"{kind} version {mv.version} on '{dataset}' (uuid {mv.uuid}) from {mv.n_events} events"
+               f"{' - now production' if production == mv.version else ''}")
+    click.echo(f"  {_metrics_line(mv.metrics)}")
+
+
+@click.command()
+@click.option("--dataset", help="Only this dataset.")
+@click.option("--model", type=KIND, help="Only this model kind.")
+@click.option("--builds", "show_builds", is_flag=True, help="List build attempts (incl. failed) instead.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.pass_context
+def models(ctx: click.Context, dataset: str | None, model: str | None, show_builds: bool, as_json: bool) -> None:
+    """List model versions with their metrics; `*` marks production."""
+    from db import registry
+
+    app = _app(ctx)
+    if show_builds:
+        for b in registry.builds(app.engine, model, dataset, limit=100):
+            if as_json:
+                click.echo(json.dumps(b, default=str, sort_keys=True))
+            else:
+                outcome = f"version {b['version']}" if b["status"] == "ok" else f"FAILED: {b['reason']}"
+                click.echo(f"{b['position']:>8}  {b['requested_at']:%Y-%m-%d %H:%M:%S}  {b['model']:<6} "
+                           f"{b['dataset']:<12} {outcome}")
+        return
+    production = registry.aliases(app.engine)
+    versions = registry.list_versions(app.engine, model, dataset)
+    for mv in versions:
+        is_prod = production.get((mv.model, mv.dataset)) == mv.version
+        if as_json:
+            click.echo(json.dumps({
+                "model": mv.model, "dataset": mv.dataset, "version": mv.version, "production": is_prod,
+                "uuid": mv.uuid, "main_metric": mv.main_metric, "metrics": mv.metrics, "params": mv.params,
+                "sha256": mv.sha256, "n_events": mv.n_events, "first_position": mv.first_position,
+                "last_position": mv.last_position, "lineage_digest": mv.lineage_digest,
+                "build_position": mv.build_position, "versions": mv.versions,
+                "created_at": mv.created_at.isoformat(),
+            }, sort_keys=True))
+        else:
+            click.echo(f"{'*' if is_prod else ' '} {mv.model:<6} {mv.dataset:<12} v{mv.version:<4} "
+                       f"{mv.created_at:%Y-%m-%d %H:%M:%S}  {mv.n_events:>8} events  {mv.sha256[:12]}  "
+                       f"{_metrics_line(mv.metrics)}")
+    if not as_json:
+        click.echo(f"{len(versions)} versions", err=True)
+
+
+@click.command()
+@click.argument("model", type=KIND)
+@click.argument("version", type=click.IntRange(min=1))
+@click.option("--dataset", default=DEFAULT_DATASET, show_default=True)
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar while reading the log.")
+@click.pass_context
+def verify(ctx: click.Context, model: str, version: int, dataset: str, progress: bool) -> None:
+    """Rebuild a version from its lineage; exit 0 only if artifact hash, metrics and lineage are identical."""
+    from tqdm import tqdm
+
+    from handlers.verify import verify_version
+
+    app = _app(ctx)
+    recorded = _version_or_fail(app, model, dataset, version)
+    started = time.perf_counter()
+    with tqdm(total=recorded.n_events, desc=f"verify {model} v{version}: reading the log", unit="ev",
+              disable=not progress, file=sys.stderr) as bar:
+        def advance(n: int) -> None:
+            bar.update(n)
+            if bar.n >= bar.total:
+                bar.set_description(f"verify {model} v{version}: rebuilding")
+
+        check = verify_version(app.engine, recorded, advance)
+    elapsed = time.perf_counter() - started
+    for note in check.notes:
+        click.echo(f"note: {note}", err=True)
+    if check.ok:
+        click.echo(f"OK: {model} version {version} on '{dataset}' rebuilt identically from {recorded.n_events} "
+                   f"events in {elapsed:.1f}s (sha256 {recorded.sha256})")
+        return
+    click.echo(f"MISMATCH: {model} version {version} on '{dataset}' does not rebuild identically:", err=True)
+    for line in check.differences:
+        click.echo(f"  {line}", err=True)
+    sys.exit(1)
+
+
+@click.command()
+@click.argument("model", type=KIND)
+@click.argument("version", type=click.IntRange(min=1))
+@click.option("--dataset", default=DEFAULT_DATASET, show_default=True)
+@click.option("--limit", type=int, help="Show at most this many events.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.pass_context
+def lineage(ctx: click.Context, model: str, version: int, dataset: str, limit: int | None, as_json: bool) -> None:
+    """List the training events a version was built from (every one before its build command)."""
+    from db.lineage import lineage_events
+
+    app = _app(ctx)
+    mv = _version_or_fail(app, model, dataset, version)
+    rows = lineage_events(app.engine, dataset, mv.build_position, limit)
+    for row in rows:
+        if as_json:
+            click.echo(json.dumps(row, sort_keys=True))
+        else:
+            click.echo(f"{row['position']:>8}  {row['received_at'][:19]}  {row['source']:<6} {row['id']:<34} "
+                       f"{json.dumps(row['event']['payload'])}")
+    click.echo(f"{model} v{version} on '{dataset}': built at position {mv.build_position} from {mv.n_events} events "
+               f"(positions {mv.first_position}..{mv.last_position}, digest {mv.lineage_digest})", err=True)
+
+
+def add_commands(group: click.Group) -> None:
+    """Register the model commands on the `modelbus` group."""
+    for command in (build, models, verify, lineage):
+        group.add_command(command)
