@@ -329,6 +329,10 @@ from modelbus.cli_models import add_commands as _add_model_commands  # noqa: E40
 
 _add_model_commands(main)
 
+from modelbus.cli_status import status as _status_command  # noqa: E402
+
+main.add_command(_status_command)
+
 if __name__ == "__main__":
     main()
 

@@ -1,0 +1,117 @@
+"""What `modelbus status` reports: handler lag, consumer lag, production versions, last builds."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from db import positions, registry
+from db.events import utcnow
+from modelbus.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def handler_status(store) -> list[dict[str, Any]]:
+    """Each handler's position, its lag behind the log head and who holds its lease."""
+    head = store.head()
+    now = utcnow()
+    rows = []
+    for state in positions.states(store.engine):
+        leased = state.owner is not None and state.lease_expires is not None and state.lease_expires > now
+        rows.append(
+            {
+                "handler": state.name,
+                "position": state.position,
+                "lag": head - state.position,
+                "owner": state.owner if leased else None,
+                "updated_at": state.updated_at.isoformat(sep=" ", timespec="seconds"),
+            }
+        )
+    return rows
+
+
+def consumer_lag(settings: Settings) -> list[dict[str, Any]]:
+    """Committed offset and lag per partition for the ingest and predictor groups (Kafka mode)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from commands.kafka import admin
+
+    groups = {settings.ingest_group: settings.topics.events, settings.predictor_group: settings.topics.prediction_requests}
+    client = admin(settings)
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    rows = []
+    try:
+        for group, topic in groups.items():
+            partitions = consumer.partitions_for_topic(topic) or set()
+            if not partitions:
+                rows.append({"group": group, "topic": topic, "partition": None, "committed": None, "end": None, "lag": None})
+                continue
+            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+            ends = consumer.end_offsets(tps)
+            try:
+                committed = client.list_consumer_group_offsets(group, partitions=tps)
+            except Exception as exc:  # an unknown group has no offsets yet
+                log.debug("offsets of %s: %s", group, exc)
+                committed = {}
+            for tp in tps:
+                meta = committed.get(tp)
+                offset = meta.offset if meta is not None and meta.offset >= 0 else None
+                end = ends.get(tp)
+                rows.append(
+                    {
+                        "group": group,
+                        "topic": topic,
+                        "partition": tp.partition,
+                        "committed": offset,
+                        "end": end,
+                        "lag": None if end is None else end - (offset or 0),
+                    }
+                )
+    finally:
+        consumer.close()
+        client.close()
+    return rows
+
+
+def model_status(engine) -> list[dict[str, Any]]:
+    """Production version and main metric per model and dataset, with the last build's outcome."""
+    current = registry.aliases(engine)
+    last_builds: dict[tuple[str, str], dict] = {}
+    for build in registry.builds(engine, limit=1000):  # newest first
+        last_builds.setdefault((build["model"], build["dataset"]), build)
+    rows = []
+    for key in sorted(set(current) | set(last_builds)):
+        model, dataset = key
+        version = current.get(key)
+        mv = registry.get_version(engine, model, dataset, version) if version else None
+        build = last_builds.get(key)
+        rows.append(
+            {
+                "model": model,
+                "dataset": dataset,
+                "production": version,
+                "main_metric": None if mv is None else mv.main_metric,
+                "last_build": None
+                if build is None
+                else {k: build.get(k) for k in ("position", "status", "version", "reason")},
+            }
+        )
+    return rows
+
+
+def collect(app) -> dict[str, Any]:
+    """The whole status report as JSON-ready data."""
+    report: dict[str, Any] = {
+        "mode": "kafka" if app.settings.kafka_mode else "embedded",
+        "database": app.engine.url.render_as_string(hide_password=True),
+        "log_head": app.store.head(),
+        "dead_letters": app.store.dead_letter_count(),
+        "handlers": handler_status(app.store),
+        "models": model_status(app.engine),
+    }
+    if app.settings.kafka_mode:
+        try:
+            report["consumers"] = consumer_lag(app.settings)
+        except Exception as exc:  # the broker being down is part of the status, not a crash
+            report["consumers_error"] = f"{type(exc).__name__}: {exc}"
+    return report
