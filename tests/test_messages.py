@@ -1,0 +1,79 @@
+"""The example messages, the seed schedule example and scripts/create-topics.sh."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from commands.kafka import admin
+from commands.messages import Command, Training
+from commands.parse import parse_event, parse_request
+from cron.schedule import plan
+from modelbus.settings import Settings, Topics, load_settings
+from tests.conftest import ROOT
+
+MESSAGES = ROOT / "messages"
+EXAMPLES = sorted(MESSAGES.glob("*.json"))
+
+
+def test_the_seed_message_files_are_there():
+    names = {p.name for p in EXAMPLES}
+    # The seed's three files plus one example of every other message shape.
+    assert {"build_mlp.json", "build_slr.json", "build_linear.json", "training.json", "predict.json"} <= names
+    assert json.loads((MESSAGES / "build_mlp.json").read_text()) == {"type": "command", "payload": "build_mlp"}
+    assert json.loads((MESSAGES / "training.json").read_text()) == {"type": "training", "payload": "3,4,5,6"}
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_every_example_message_parses(path):
+    raw = path.read_bytes()
+    if path.name.startswith("predict"):
+        request = parse_request(raw)
+        assert request.model == "mlp" and request.features == (3.0, 4.0, 5.0)
+        return
+    event = parse_event(raw)
+    assert isinstance(event, (Training, Command))
+    if isinstance(event, Training):
+        assert event.features == (3.0, 4.0, 5.0) and event.label == 6.0
+    elif event.kind is not None:
+        assert path.stem.startswith(event.name)
+    else:
+        assert event.name == "promote" and event.model == "mlp" and event.version == 1
+
+
+def test_the_seed_schedule_example_loads_and_validates(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MODELBUS_CONFIG", str(MESSAGES / "schedule.toml"))
+    settings = load_settings()
+    planned = plan(settings.schedule)
+    assert [(p.name, p.job.cron, p.job.command) for p in planned] == [
+        ("nightly-linear", "0 1 * * *", "build_linear"),
+        ("nightly-slr", "30 1 * * *", "build_slr"),
+        ("nightly-mlp", "45 1 * * *", "build_mlp"),
+    ]
+    assert planned[2].job.params == {"hidden": [32, 32], "epochs": 300, "lr": 0.01, "seed": 6, "split": 0.65}
+
+
+def test_create_topics_script_against_the_local_broker(kafka_bootstrap, topics):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELBUS_")}
+    for field in Topics.model_fields:
+        env[f"MODELBUS_TOPICS__{field.upper()}"] = getattr(topics, field)
+    script = str(ROOT / "scripts" / "create-topics.sh")
+    first = subprocess.run([script, kafka_bootstrap], env=env, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    assert f"{topics.events}: created" in first.stdout
+    # Running it again is harmless.
+    again = subprocess.run([script, kafka_bootstrap], env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert f"{topics.events}: exists" in again.stdout
+    client = admin(Settings(kafka_bootstrap=kafka_bootstrap))
+    try:
+        names = [getattr(topics, f) for f in Topics.model_fields]
+        described = {t["name"]: t for t in client.describe_topics(names)}
+    finally:
+        client.close()
+    assert set(described) == set(names)
+    assert len(described[topics.model_updates]["partitions"]) == 1
+    assert len(described[topics.events]["partitions"]) == 3
