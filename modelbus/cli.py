@@ -333,6 +333,12 @@ from modelbus.cli_status import status as _status_command  # noqa: E402
 
 main.add_command(_status_command)
 
+from modelbus.cli_up import up as _up_command  # noqa: E402
+
+main.add_command(_up_command)
+
+import modelbus.cli_serve  # noqa: E402,F401  (registers `modelbus api` and `modelbus predictor`)
+
 if __name__ == "__main__":
     main()
 

@@ -1,0 +1,54 @@
+"""`modelbus up`: the whole product in one process for the configured mode."""
+from __future__ import annotations
+
+import sys
+import threading
+
+import click
+
+
+@click.command()
+@click.option("--demo", is_flag=True, help="Load the synthetic demo data set, build mlp and linear, print example commands.")
+@click.option("--api/--no-api", "with_api", default=True, help="Serve the HTTP API.")
+@click.option("--scheduler/--no-scheduler", "with_scheduler", default=True, help="Run the configured cron jobs.")
+@click.option("--port", type=int, help="API port (0 picks a free one) [default: settings.api_port, 8080].")
+@click.pass_context
+def up(ctx: click.Context, demo: bool, with_api: bool, with_scheduler: bool, port: int | None) -> None:
+    """Start ingest and predictor (Kafka mode), handlers (builds), the API and the scheduler.
+
+    Stops cleanly on SIGINT/SIGTERM: the batch in hand is finished and its positions committed.
+    """
+    import logging
+
+    from modelbus.cli import _app
+    from modelbus.runtime import Services
+    from modelbus.up import load_demo, start_parts
+
+    log = logging.getLogger("modelbus")
+    app = _app(ctx)
+    if port is not None:
+        app.settings = app.settings.model_copy(update={"api_port": port})
+    settings = app.settings
+    log.info("modelbus up: %s mode, database %s", "kafka" if settings.kafka_mode else "embedded",
+             app.engine.url.render_as_string(hide_password=True))
+    services = Services()
+    services.install_signal_handlers()
+    try:
+        server, serving = start_parts(app, services, api=with_api, scheduler=with_scheduler)
+    except OSError as exc:
+        services.stop.set()
+        raise click.ClickException(f"cannot start: {exc}") from None
+    if demo:
+        base_url = None if server is None else server.url.replace("://127.0.0.1:", "://localhost:")
+
+        def run_demo(stop: threading.Event) -> None:
+            load_demo(app, stop, base_url, lambda line: click.echo(line))
+
+        # The demo is a one-off: it ends without stopping the rest.
+        threading.Thread(target=run_demo, args=(services.stop,), name="demo", daemon=True).start()
+    ok = services.wait(timeout=8.0)
+    if serving is not None:
+        serving.close()
+    log.info("modelbus stopped")
+    if not ok:
+        sys.exit(1)

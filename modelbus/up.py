@@ -1,0 +1,122 @@
+"""`modelbus up`: every part of the configured mode in one process, sharing one App."""
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import sys
+import threading
+from pathlib import Path
+from typing import Callable
+
+from modelbus.app import App
+from modelbus.runtime import Services
+
+log = logging.getLogger("modelbus")
+
+DEMO_ROWS = ("3,4,5", "7,8,9")
+
+
+def start_parts(app: App, services: Services, *, api: bool = True, scheduler: bool = True):
+    """Start ingest and predictor (Kafka mode), the handlers, the API and the scheduler; returns the API server."""
+    from handlers.runner import Follower
+
+    settings = app.settings
+    serving = server = None
+    if api:
+        from api.app import create_app
+        from api.server import ApiServer
+
+        flask_app = create_app(app)
+        serving = flask_app.extensions["modelbus"]
+        server = ApiServer(flask_app, settings.api_host, settings.api_port, settings.api_threads)
+
+    if settings.kafka_mode:
+        from commands.kafka import create_topics
+        from handlers.ingest import IngestWorker
+        from handlers.predict import DbRegistry, ModelCache, dataset_labels
+        from handlers.predictor import PredictionWorker, reload_targets
+
+        create_topics(settings)
+        services.start("ingest", IngestWorker(settings, app.store, app.transport).run)
+        log.info("ingest ready: consuming %s from %s", settings.topics.events, settings.kafka_bootstrap)
+        # The predictor shares the API's model cache, so one set of reload threads serves both.
+        cache = serving.cache if serving is not None else ModelCache(DbRegistry(app.engine))
+        if serving is None:
+            cache.warm()
+            for name, target in reload_targets(settings, app.transport, cache):
+                services.start(name, target)
+        worker = PredictionWorker(settings, app.store, cache, app.transport, dataset_labels(settings.datasets))
+        services.start("predictor", worker.run)
+        log.info("predictor ready: answering %s on %s", settings.topics.prediction_requests,
+                 settings.topics.prediction_responses)
+
+    for handler in app.handlers():
+        follower = Follower(app.store, handler, poll_seconds=settings.handler_poll_seconds)
+        services.start(f"handler-{handler.name}", follower.run)
+        log.info("handler %s ready", handler.name)
+
+    if serving is not None and server is not None:
+        serving.start(services.start)
+        services.start("api", server.run)
+        log.info("api ready at %s", server.url)
+
+    if scheduler:
+        from cron.scheduler import run_scheduler
+
+        if settings.schedule:
+            services.start("scheduler", lambda stop: run_scheduler(app, stop))
+            log.info("scheduler ready: %d jobs", len(settings.schedule))
+        else:
+            log.info("scheduler: no jobs configured (setting 'schedule')")
+    return server, serving
+
+
+def _cli_path() -> str:
+    script = Path(sys.executable).with_name("modelbus")
+    try:
+        shown = os.path.relpath(script)
+    except ValueError:
+        shown = str(script)
+    return shown if shown.startswith((".", "/")) else f"./{shown}"
+
+
+def examples(base_url: str) -> list[str]:
+    """Commands that work as printed against this process."""
+    cli = shlex.quote(_cli_path())
+    return [
+        f"curl -s {base_url}/api/predict/mlp/{DEMO_ROWS[0]}",
+        f"curl -s -X POST {base_url}/api/predict -H 'Content-Type: application/json' "
+        f"-d '{{\"model\":\"linear\",\"payload\":\"{DEMO_ROWS[1]}\"}}'",
+        f"{cli} send '{{\"type\":\"training\",\"payload\":\"3,4,5,4\"}}'",
+        f"{cli} build mlp --wait",
+        f"{cli} models",
+        f"{cli} status",
+    ]
+
+
+def load_demo(app: App, stop: threading.Event, base_url: str | None, echo: Callable[[str], None]) -> None:
+    """Post the demo data and its builds, wait for the builds, then print example commands."""
+    from db import registry
+    from modelbus.demo import post_demo
+
+    result = post_demo(app.publisher, source="cli")
+    echo(f"demo: {sum(result.rows.values())} training rows posted ({dict(result.rows)})")
+    for command, event_id in result.build_ids.items():
+        build = None
+        while build is None and not stop.is_set():
+            build = registry.get_build(app.engine, event_id=event_id)
+            if build is None:
+                stop.wait(0.2)
+        if build is None:
+            return
+        if build["status"] == "ok":
+            mv = registry.get_version(app.engine, command.removeprefix("build_"), build["dataset"], build["version"])
+            metric = "" if mv is None else f" ({'accuracy' if mv.model == 'mlp' else 'r2'} {mv.main_metric:.3f})"
+            echo(f"demo: {command} -> version {build['version']}{metric}")
+        else:
+            echo(f"demo: {command} failed: {build['reason']}")
+    if base_url:
+        echo("try:")
+        for line in examples(base_url):
+            echo(f"  {line}")
