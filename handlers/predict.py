@@ -71,6 +71,18 @@ class DbRegistry:
 
         return registry.alias_generation(self.engine)
 
+    def list_versions(self, model: str | None = None, dataset: str | None = None) -> list:
+        """Versions without artifacts, by model, dataset and version."""
+        from db import registry
+
+        return registry.list_versions(self.engine, model, dataset)
+
+    def builds(self, model: str | None = None, dataset: str | None = None, limit: int = 50) -> list[dict]:
+        """Build attempts, newest first."""
+        from db import registry
+
+        return registry.builds(self.engine, model, dataset, limit)
+
 
 @dataclass(frozen=True)
 class Loaded:

@@ -97,3 +97,41 @@ class FakeRegistry:
     def listing(self, mv: FakeVersion) -> FakeVersion:
         """A version as list_versions gives it (no artifact)."""
         return replace(mv, artifact=None)
+
+
+# -- real builds through the log and the build handler (db.registry, handlers.build) ----------
+
+
+def darcey_events(dataset: str = "default") -> list[dict]:
+    """The seed's data as training events."""
+    rows = np.loadtxt(DARCEY, delimiter=",", skiprows=1)
+    return [{"type": "training", "dataset": dataset, "payload": ",".join(str(int(v)) for v in row)} for row in rows]
+
+
+def run_handlers(app) -> None:
+    """Run every handler of the App until the log is applied, including the promote events builds append."""
+    from handlers.runner import Follower
+
+    followers = [Follower(app.store, handler, "test-owner") for handler in app.handlers()]
+    while any(f.position() < app.store.head() for f in followers):
+        for follower in followers:
+            follower.catch_up()
+
+
+def build(app, kind: str, dataset: str = "default", params: dict | None = None, promote: int | None = None) -> None:
+    """Post a build command (fast params), optionally a promote, and run the handlers."""
+    events: list[dict] = [{"type": "command", "payload": f"build_{kind}", "dataset": dataset,
+                           "params": params if params is not None else (dict(FAST_MLP) if kind == "mlp" else {})}]
+    if promote is not None:
+        events.append({"type": "command", "payload": "promote", "model": kind, "dataset": dataset, "version": promote})
+    outcomes = app.publisher.post(events, "test")
+    assert all(o.status == "accepted" for o in outcomes), outcomes
+    run_handlers(app)
+
+
+def seed_models(app, dataset: str = "default") -> None:
+    """darcey in the log, and one version of each model kind, promoted."""
+    outcomes = app.publisher.post(darcey_events(dataset), "test")
+    assert all(o.status == "accepted" for o in outcomes)
+    for kind in ("mlp", "slr", "linear"):
+        build(app, kind, dataset)

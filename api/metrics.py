@@ -1,0 +1,158 @@
+"""Prometheus metrics of one API process, in a registry of its own (several apps can share a process)."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+log = logging.getLogger(__name__)
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+# Scrapes may come every second; the lag of a Kafka consumer group costs broker round trips.
+KAFKA_LAG_TTL = 5.0
+
+
+class StoreCollector:
+    """Reads the log, handler positions, registry and (in Kafka mode) ingest lag at scrape time."""
+
+    def __init__(self, app: Any, kafka_lag: Callable[[], int | None] | None = None):
+        self.app = app
+        self.kafka_lag = kafka_lag
+
+    def collect(self):
+        """Metric families computed now; a failing source is skipped, never a failed scrape."""
+        from db import positions
+
+        try:
+            head = self.app.store.head()
+            yield GaugeMetricFamily("modelbus_log_head", "Position of the last event in the log.", value=head)
+            lag = GaugeMetricFamily(
+                "modelbus_handler_lag_events", "Events in the log not yet applied by a handler.", labels=["handler"]
+            )
+            for state in positions.states(self.app.engine):
+                lag.add_metric([state.name], max(0, head - state.position))
+            yield lag
+            yield GaugeMetricFamily("modelbus_dead_letters", "Rejected messages stored.", value=self.app.store.dead_letter_count())
+        except Exception:
+            log.exception("metrics: reading the event store failed")
+        try:
+            yield from self._registry_metrics()
+        except Exception:
+            log.exception("metrics: reading the registry failed")
+        if self.kafka_lag is not None:
+            value = self.kafka_lag()
+            if value is not None:
+                yield GaugeMetricFamily(
+                    "modelbus_ingest_lag_messages", "Messages on event_topic not yet committed by the ingest group.",
+                    value=value,
+                )
+
+    def _registry_metrics(self):
+        from sqlalchemy import func, select
+
+        from db.schema import builds
+
+        with self.app.engine.connect() as conn:
+            rows = conn.execute(select(builds.c.model, builds.c.status, func.count()).group_by(builds.c.model, builds.c.status)).all()
+        family = GaugeMetricFamily("modelbus_builds", "Build attempts recorded, by model and outcome.", labels=["model", "status"])
+        for model, status, count in rows:
+            family.add_metric([model, status], count)
+        yield family
+
+
+class KafkaIngestLag:
+    """Consumer-group lag of the ingest workers on event_topic, cached for a few seconds."""
+
+    def __init__(self, settings: Any):
+        self.settings = settings
+        self._value: int | None = None
+        self._at = 0.0
+        self._lock = threading.Lock()
+
+    def __call__(self) -> int | None:
+        with self._lock:
+            if time.monotonic() - self._at < KAFKA_LAG_TTL:
+                return self._value
+            self._at = time.monotonic()
+            try:
+                self._value = self._measure()
+            except Exception as exc:
+                log.warning("metrics: measuring the ingest lag failed: %s", exc)
+                self._value = None
+            return self._value
+
+    def _measure(self) -> int:
+        from kafka import KafkaConsumer
+        from kafka.structs import TopicPartition
+
+        from commands.kafka import admin
+
+        topic = self.settings.topics.events
+        client = admin(self.settings)
+        try:
+            committed = client.list_consumer_group_offsets(self.settings.ingest_group)
+        finally:
+            client.close()
+        consumer = KafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, group_id=None)
+        try:
+            partitions = consumer.partitions_for_topic(topic) or set()
+            ends = consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
+        finally:
+            consumer.close()
+        total = 0
+        for tp, end in ends.items():
+            done = committed.get(tp)
+            total += max(0, end - (done.offset if done is not None and done.offset >= 0 else 0))
+        return total
+
+
+class Metrics:
+    """The counters and histograms the API updates, and the text it serves on /metrics."""
+
+    def __init__(self, app: Any = None, kafka_lag: Callable[[], int | None] | None = None):
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("modelbus_http_requests", "HTTP requests answered.", ["method", "route", "status"], registry=r)
+        self.latency = Histogram(
+            "modelbus_http_request_duration_seconds", "Time to answer an HTTP request.", ["method", "route"],
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.predictions = Counter(
+            "modelbus_predictions", "Predictions answered, by model, dataset and outcome (ok or an error code).",
+            ["model", "dataset", "outcome"], registry=r,
+        )
+        self.batch_size = Histogram("modelbus_prediction_batch_size", "Rows per forward-pass batch.",
+                                    buckets=BATCH_BUCKETS, registry=r)
+        self.swaps = Counter("modelbus_model_swaps", "Production models loaded or replaced in this process.", registry=r)
+        self.events = Counter("modelbus_events_posted", "Events posted over HTTP, by outcome.", ["status"], registry=r)
+        self.builds_requested = Counter("modelbus_builds_requested", "Build commands queued over HTTP.", ["model"], registry=r)
+        self.serving = Gauge("modelbus_serving_version", "Production version this process serves.", ["model", "dataset"], registry=r)
+        if app is not None:
+            r.register(StoreCollector(app, kafka_lag))
+
+    def count_answers(self, answers: list[dict], default_model: str = "") -> None:
+        """Count predictions by outcome."""
+        for answer in answers:
+            error = answer.get("error")
+            self.predictions.labels(
+                answer.get("model", default_model) or default_model,
+                answer.get("dataset", ""),
+                error["code"] if error else "ok",
+            ).inc()
+
+    def on_swap(self, old: Any, new: Any) -> None:
+        """A production model was (re)loaded."""
+        self.swaps.inc()
+        if new is not None:
+            self.serving.labels(new.model, new.dataset).set(new.version)
+        elif old is not None:
+            self.serving.remove(old.model, old.dataset)
+
+    def render(self) -> bytes:
+        """The exposition text."""
+        return generate_latest(self.registry)

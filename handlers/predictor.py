@@ -1,0 +1,252 @@
+"""The prediction worker: prediction_request_topic in micro-batches, answers on prediction_response_topic.
+
+Mirrors the ingest worker: a consumer group shares the partitions, a batch's answers (and
+the dead letters of its bad requests) are acknowledged before its offsets are committed.
+Kafka is imported inside the run methods only; the logic is handlers.predict.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from collections import Counter
+from typing import Any, Callable, Mapping, Sequence
+
+from commands.messages import Rejected
+from commands.transport import Transport
+from db.events import EventStore, Incoming, Source
+from handlers.ingest import store_and_report
+from handlers.predict import ModelCache, parse_item, predict_batch
+from modelbus.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ALIAS_POLL_SECONDS = 1.0
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    return value
+
+
+def dump_response(answer: Mapping[str, Any]) -> bytes:
+    """An answer as compact JSON; a non-finite metric becomes null (JSON has no NaN)."""
+    try:
+        return json.dumps(answer, separators=(",", ":"), allow_nan=False).encode()
+    except ValueError:
+        return json.dumps(_finite(dict(answer)), separators=(",", ":"), allow_nan=False).encode()
+
+
+class PredictionWorker:
+    """Consumes prediction requests in a consumer group and answers every one, good or bad."""
+
+    def __init__(self, settings: Settings, store: EventStore, cache: ModelCache, transport: Transport,
+                 labels: Mapping[str, Mapping[str, str]] | None = None):
+        self.settings = settings
+        self.store = store
+        self.cache = cache
+        self.transport = transport
+        self.labels = labels
+        self.counts: Counter[str] = Counter()
+        self.batches = 0
+        self.ready = threading.Event()
+        self._topic_ids: dict[str, str] = {}
+
+    def _refresh_topic_ids(self) -> None:
+        from commands.kafka import topic_ids
+
+        self._topic_ids = topic_ids(self.settings, [self.settings.topics.prediction_requests])
+
+    def process(self, records: Sequence) -> list[dict[str, Any]]:
+        """Answer one batch of ConsumerRecords; dead-letter the bad ones; wait for the broker's acks."""
+        topics = self.settings.topics
+        raws = [r.value if r.value is not None else b"" for r in records]
+        items = [parse_item(raw, self.settings.max_message_bytes) for raw in raws]
+        answers = predict_batch(self.cache, items, labels=self.labels)
+        rejects, reject_keys = [], []
+        for record, raw, answer in zip(records, raws, answers):
+            if "error" in answer:
+                source = Source("kafka", record.topic, self._topic_ids.get(record.topic, ""), record.partition, record.offset)
+                error = Rejected(answer["error"]["code"], answer["error"]["message"])
+                rejects.append(Incoming(raw=raw, source=source, error=error))
+                reject_keys.append(record.key)
+        if rejects:
+            # The dead-letter rows are unique per request coordinate, so a re-delivered
+            # batch does not store them twice; error_topic gets them again (at least once).
+            store_and_report(self.store, self.transport, topics.errors, rejects, reject_keys)
+        for record, answer in zip(records, answers):
+            self.transport.publish(topics.prediction_responses, dump_response(answer), key=record.key)
+        self.transport.flush()
+        for answer in answers:
+            self.counts["error:" + answer["error"]["code"] if "error" in answer else "ok"] += 1
+        self.batches += 1
+        return answers
+
+    def _poll_batch(self, consumer) -> dict:
+        """Up to predict_batch records: what is there now, then more until predict_wait_ms passes."""
+        limit = self.settings.predict_batch
+        polled = consumer.poll(timeout_ms=500, max_records=limit)
+        if not polled:
+            return {}
+        count = sum(len(v) for v in polled.values())
+        deadline = time.monotonic() + self.settings.predict_wait_ms / 1000
+        while count < limit:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            more = consumer.poll(timeout_ms=max(1, int(remaining * 1000)), max_records=limit - count)
+            for tp, records in more.items():
+                polled.setdefault(tp, []).extend(records)
+                count += len(records)
+        return polled
+
+    def run(self, stop: threading.Event) -> None:
+        """Poll, answer, commit; until `stop` is set. Never dies on a request."""
+        from kafka import ConsumerRebalanceListener
+        from kafka.errors import CommitFailedError
+        from kafka.structs import OffsetAndMetadata
+
+        from commands.kafka import make_consumer
+
+        worker = self
+
+        class Listener(ConsumerRebalanceListener):
+            def on_partitions_revoked(self, revoked):
+                log.info("predictor: partitions revoked %s", sorted(tp.partition for tp in revoked))
+
+            def on_partitions_assigned(self, assigned):
+                worker._refresh_topic_ids()
+                log.info("predictor: partitions assigned %s", sorted(tp.partition for tp in assigned))
+                worker.ready.set()
+
+        self._refresh_topic_ids()
+        # Request/response wants short fetches; Tansu holds a fetch for the whole wait even
+        # when data arrives, so the fetch wait is the micro-batch wait (at least 5 ms:
+        # shorter overloads the broker).
+        consumer = make_consumer(
+            self.settings,
+            self.settings.predictor_group,
+            fetch_max_wait_ms=max(5, self.settings.predict_wait_ms),
+            max_poll_records=self.settings.predict_batch,
+        )
+        consumer.subscribe([self.settings.topics.prediction_requests], listener=Listener())
+        try:
+            while not stop.is_set():
+                polled = self._poll_batch(consumer)
+                if not polled:
+                    continue
+                records = [r for tp in sorted(polled, key=lambda tp: tp.partition) for r in polled[tp]]
+                if not self._process_until_answered(records, stop):
+                    break  # stopping: the batch stays uncommitted and is answered by the next owner
+                offsets = {tp: OffsetAndMetadata(msgs[-1].offset + 1, "", -1) for tp, msgs in polled.items()}
+                try:
+                    consumer.commit(offsets)
+                except CommitFailedError as exc:
+                    # The new owner answers these requests again: at least once.
+                    log.warning("predictor: offset commit failed after a rebalance: %s", exc)
+        finally:
+            consumer.close(autocommit=False)
+
+    def _process_until_answered(self, records: Sequence, stop: threading.Event) -> bool:
+        attempt = 0
+        while True:
+            try:
+                self.process(records)
+                return True
+            except Exception:
+                attempt += 1
+                delay = min(30.0, 0.5 * 2 ** min(attempt, 6))
+                log.exception("predictor: answering a batch of %d failed (attempt %d); retrying in %.1fs",
+                              len(records), attempt, delay)
+                if stop.wait(delay):
+                    return False
+
+
+def apply_update(cache: ModelCache, value: bytes | None) -> bool:
+    """Reload the model named by one model-update notice; False for an unreadable notice."""
+    try:
+        notice = json.loads(value or b"")
+        model, dataset = notice["model"], notice["dataset"]
+        if not isinstance(model, str) or not isinstance(dataset, str):
+            raise TypeError("model and dataset must be strings")
+    except (ValueError, KeyError, TypeError) as exc:
+        log.warning("ignoring an unreadable model-update notice %r: %s", (value or b"")[:200], exc)
+        return False
+    loaded = cache.on_update(model, dataset)
+    log.info("model update %s/%s v%s: serving %s", model, dataset, notice.get("version"),
+             f"v{loaded.version}" if loaded else "nothing")
+    return True
+
+
+class UpdateListener:
+    """Reads model_update_topic from its end, in this process only, and reloads the cache."""
+
+    def __init__(self, settings: Settings, cache: ModelCache):
+        self.settings = settings
+        self.cache = cache
+        self.ready = threading.Event()
+        self.applied = 0
+
+    def run(self, stop: threading.Event) -> None:
+        """Follow the topic until `stop` is set."""
+        from kafka.structs import TopicPartition
+
+        from commands.kafka import create_topics, make_consumer
+
+        topic = self.settings.topics.model_updates
+        # Every process must see every notice, so no consumer group: a group of one with a
+        # unique id would do the same, but its first join costs seconds on Tansu.
+        consumer = make_consumer(self.settings, None)
+        try:
+            partitions = None
+            while partitions is None and not stop.is_set():
+                partitions = consumer.partitions_for_topic(topic)
+                if partitions is None:
+                    create_topics(self.settings, topics=[topic])
+                    stop.wait(0.2)
+            if stop.is_set():
+                return
+            assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
+            consumer.assign(assigned)
+            consumer.seek_to_end(*assigned)
+            for tp in assigned:
+                consumer.position(tp)  # resolve "end" now, so a notice sent after ready is seen
+            self.ready.set()
+            while not stop.is_set():
+                for records in consumer.poll(timeout_ms=500).values():
+                    for record in records:
+                        if apply_update(self.cache, record.value):
+                            self.applied += 1
+        finally:
+            consumer.close(autocommit=False)
+
+
+def poll_aliases(cache: ModelCache, seconds: float = ALIAS_POLL_SECONDS) -> Callable[[threading.Event], None]:
+    """A thread target that reloads moved aliases every few seconds (the fallback to notices)."""
+
+    def run(stop: threading.Event) -> None:
+        while not stop.wait(seconds):
+            try:
+                cache.refresh()
+            except Exception:
+                log.exception("polling the model aliases failed; retrying")
+
+    return run
+
+
+def reload_targets(settings: Settings, transport: Transport, cache: ModelCache) -> list[tuple[str, Callable[[threading.Event], None]]]:
+    """The threads that keep a serving process's cache current: notices plus the polling fallback."""
+    targets: list[tuple[str, Callable[[threading.Event], None]]] = [("alias-poll", poll_aliases(cache))]
+    if settings.kafka_mode:
+        targets.append(("model-updates", UpdateListener(settings, cache).run))
+    elif hasattr(transport, "subscribe"):
+        # Embedded: the build handler's notice reaches this process synchronously.
+        transport.subscribe(settings.topics.model_updates, lambda value, key: apply_update(cache, value))
+    return targets

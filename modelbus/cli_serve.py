@@ -1,0 +1,77 @@
+"""`modelbus api` and `modelbus predictor`: the serving processes (registered by modelbus.cli)."""
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from modelbus.cli import _app, main
+
+log = logging.getLogger("modelbus")
+
+
+@main.command()
+@click.option("--host", help="Interface to listen on [default: settings.api_host, 127.0.0.1].")
+@click.option("--port", type=int, help="Port to listen on; 0 picks a free one [default: settings.api_port, 8080].")
+@click.option("--threads", type=int, help="WSGI worker threads [default: settings.api_threads, 8].")
+@click.pass_context
+def api(ctx: click.Context, host: str | None, port: int | None, threads: int | None) -> None:
+    """Serve the HTTP API with waitress until SIGINT/SIGTERM (predictions hot-reload on promotion)."""
+    from api.app import create_app
+    from api.server import ApiServer
+    from modelbus.runtime import Services
+
+    app = _app(ctx)
+    settings = app.settings
+    flask_app = create_app(app)
+    serving = flask_app.extensions["modelbus"]
+    services = Services()
+    services.install_signal_handlers()
+    try:
+        server = ApiServer(
+            flask_app,
+            host or settings.api_host,
+            settings.api_port if port is None else port,
+            threads or settings.api_threads,
+        )
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen: {exc}") from None
+    serving.start(services.start)
+    services.start("api", server.run)
+    log.info("api ready at %s (%s mode)", server.url, "kafka" if settings.kafka_mode else "embedded")
+    ok = services.wait()
+    serving.close()
+    if not ok:
+        sys.exit(1)
+
+
+@main.command()
+@click.pass_context
+def predictor(ctx: click.Context) -> None:
+    """Answer prediction_request_topic on prediction_response_topic (Kafka mode), until SIGINT/SIGTERM."""
+    from commands.kafka import create_topics
+    from handlers.predict import DbRegistry, ModelCache, dataset_labels
+    from handlers.predictor import PredictionWorker, reload_targets
+    from modelbus.runtime import Services
+
+    app = _app(ctx)
+    settings = app.settings
+    if not settings.kafka_mode:
+        raise click.ClickException(
+            "the predictor consumes prediction_request_topic: set MODELBUS_KAFKA_BOOTSTRAP "
+            "(in the embedded default the API answers predictions)"
+        )
+    create_topics(settings)
+    cache = ModelCache(DbRegistry(app.engine))
+    loaded = cache.warm()
+    services = Services()
+    services.install_signal_handlers()
+    worker = PredictionWorker(settings, app.store, cache, app.transport, dataset_labels(settings.datasets))
+    services.start("predictor", worker.run)
+    for name, target in reload_targets(settings, app.transport, cache):
+        services.start(name, target)
+    log.info("predictor ready: %d production models loaded; consuming %s, answering on %s",
+             loaded, settings.topics.prediction_requests, settings.topics.prediction_responses)
+    if not services.wait():
+        sys.exit(1)
