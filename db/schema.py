@@ -122,7 +122,8 @@ training_records = Table(
 
 # --- the model registry (issue 3) ---------------------------------------------------------
 
-Double = Float(precision=53).with_variant(mysql.DOUBLE(), "mysql", "mariadb")
+# asdecimal=False: MySQL DOUBLE otherwise comes back as a Decimal rounded to 10 places.
+Double = Float(precision=53).with_variant(mysql.DOUBLE(asdecimal=False), "mysql", "mariadb")
 
 # One row per successful build; keyed by the build command's log position, so a replay
 # of the same log writes the same keys.
