@@ -98,6 +98,8 @@ class CronScheduler:
         self.publisher = publisher
         self._closing = threading.Event()
         self._lock = threading.Lock()
+        # APScheduler logs two INFO lines per run; the firing's own line says more in one.
+        logging.getLogger("apscheduler").setLevel(max(logging.WARNING, logging.getLogger().level))
         # Recent firings, newest last: for tests, logs and status pages.
         self.firings: deque[Firing] = deque(maxlen=1000)
         self._scheduler = BackgroundScheduler(
@@ -211,9 +213,6 @@ def _iso(moment: datetime | None) -> str:
 def start_scheduler(app, stop: threading.Event, jobs: Sequence[ScheduleJob] | None = None) -> CronScheduler:
     """Start the schedule of `app.settings` (or `jobs`) posting through app.publisher; it shuts down when `stop` is set."""
     scheduler = CronScheduler(app.publisher, app.settings.schedule if jobs is None else jobs)
-    # APScheduler logs two INFO lines per run; the firing's own line says more in one.
-    quiet = logging.getLogger("apscheduler")
-    quiet.setLevel(max(logging.WARNING, logging.getLogger().level))
     scheduler.start()
 
     def watch() -> None:

@@ -1,6 +1,11 @@
 """The scheduler: schedule validation, slot ids, retries, and one event per slot from two schedulers."""
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -296,3 +301,38 @@ def test_two_schedulers_in_kafka_mode_make_one_event_per_slot(kafka_bootstrap, t
         thread.join(30)
         for a in apps:
             a.close()
+
+
+def test_modelbus_scheduler_runs_until_sigterm(tmp_path):
+    url = f"sqlite:///{tmp_path / 'proc.db'}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELBUS_")}
+    env.update(
+        MODELBUS_DATABASE_URL=url,
+        PYTHONUNBUFFERED="1",
+        MODELBUS_SCHEDULE=json.dumps([
+            {"name": "every-second", "cron": "* * * * * *", "command": "build_linear"},
+            {"name": "nightly-mlp", "cron": "45 1 * * *", "command": "build_mlp"},
+        ]),
+    )
+    log_path = tmp_path / "scheduler.log"
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen([sys.executable, "-m", "modelbus.cli", "scheduler"], env=env, cwd=tmp_path,
+                                stdout=log_file, stderr=subprocess.STDOUT)
+        try:
+            wait_for(lambda: "slot cron:every-second:" in log_path.read_text(), 60)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(10) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    text = log_path.read_text()
+    assert "scheduler: job every-second '* * * * * *' (UTC) posts build_linear for dataset default; next at " in text
+    assert "scheduler: job nightly-mlp '45 1 * * *' (UTC) posts build_mlp for dataset default; next at " in text
+    assert "T01:45:00Z" in text
+    assert "Adding job tentatively" not in text
+    store_app = App(Settings(database_url=url))
+    try:
+        assert len(cron_events(store_app.store)) >= 1
+    finally:
+        store_app.close()
