@@ -1,0 +1,130 @@
+"""`modelbus up` as a user runs it: Kafka mode over Tansu and MySQL, both prediction paths, clean stop."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import requests
+from confluent_kafka import Consumer, Producer
+
+from db import registry
+from db.engine import make_engine
+from db.events import EventStore
+from db.positions import states
+from modelbus.broker import free_port
+from tests.conftest import DARCEY, kafka_settings, settings_env
+
+MODELBUS = str(Path(sys.executable).with_name("modelbus"))
+
+
+def wait_for_lines(proc: subprocess.Popen, lines: list[str], needles: set[str], timeout: float) -> None:
+    """Read the process's log until each of `needles` has appeared in a line, in any order."""
+    needles = set(needles)
+    deadline = time.monotonic() + timeout
+    while needles and time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            if proc.poll() is not None:
+                raise AssertionError(f"exited {proc.returncode} before {sorted(needles)}:\n" + "".join(lines[-30:]))
+            continue
+        lines.append(line)
+        needles = {n for n in needles if n not in line}
+    if needles:
+        raise AssertionError(f"no {sorted(needles)} within {timeout}s:\n" + "".join(lines[-30:]))
+
+
+def test_up_in_kafka_mode_serves_both_paths_and_stops_cleanly(mysql_db, kafka_bootstrap, topics, tmp_path):
+    settings = kafka_settings(mysql_db, kafka_bootstrap, topics)
+    env = settings_env(settings)
+    port = free_port()
+    env["MODELBUS_API_PORT"] = str(port)
+    up = subprocess.Popen([MODELBUS, "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          cwd=tmp_path)
+    lines: list[str] = []
+    try:
+        wait_for_lines(up, lines, {"api ready", "predictor ready", "ingest ready", "handler builds ready"}, 60)
+
+        # Events in through the CLI (Kafka mode: queued on event_topic) and a build.
+        sent = subprocess.run([MODELBUS, "send", "--csv", str(DARCEY)], env=env, capture_output=True, text=True, timeout=120)
+        assert sent.returncode == 0, sent.stderr
+        assert "474 events: 474 queued" in sent.stdout
+        built = subprocess.run([MODELBUS, "build", "slr", "--wait", "--timeout", "120"], env=env, capture_output=True,
+                               text=True, timeout=180)
+        assert built.returncode == 0, built.stdout + built.stderr
+
+        engine = make_engine(mysql_db)
+        mv = registry.production(engine, "slr", "default")
+        assert mv is not None and mv.n_events == 474
+
+        # HTTP path, after the hot reload has reached the API.
+        deadline = time.monotonic() + 10
+        while True:
+            answer = requests.get(f"http://127.0.0.1:{port}/api/predict/slr/3,4,5", timeout=5)
+            if answer.status_code == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert answer.status_code == 200, answer.text
+        http = answer.json()
+        assert (http["version"], http["modelid"], http["input"]) == (mv.version, mv.uuid, "3,4,5")
+
+        # Kafka path, with librdkafka as a standard client.
+        request_id = uuid.uuid4().hex
+        producer = Producer({"bootstrap.servers": kafka_bootstrap})
+        producer.produce(topics.prediction_requests, json.dumps({"id": request_id, "model": "slr", "payload": "3,4,5"}),
+                         key=request_id)
+        producer.produce(topics.prediction_requests, b"not json", key=b"bad")
+        producer.flush(10)
+        consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"reader-{request_id}",
+                             "auto.offset.reset": "earliest"})
+        consumer.subscribe([topics.prediction_responses])
+        answers = {}
+        deadline = time.monotonic() + 60
+        while len(answers) < 2 and time.monotonic() < deadline:
+            message = consumer.poll(1.0)
+            if message is None or message.error():
+                continue
+            answers[message.key()] = json.loads(message.value())
+        consumer.close()
+        assert answers[request_id.encode()]["result"] == http["result"]
+        assert answers[request_id.encode()]["version"] == mv.version
+        assert answers[b"bad"]["error"]["code"] == "not_json"
+    finally:
+        started = time.monotonic()
+        up.send_signal(signal.SIGTERM)
+        try:
+            code = up.wait(15)
+        except subprocess.TimeoutExpired:
+            up.kill()
+            raise
+        stopped = time.monotonic() - started
+        lines.extend(up.stderr.readlines())
+    assert code == 0, "".join(lines[-30:])
+    assert stopped < 10, f"stopped in {stopped:.1f}s"
+
+    # Nothing lost, positions committed: every handler is at the head of the log.
+    store = EventStore(engine)
+    assert store.count(type="training") == 474
+    head = store.head()
+    assert {s.name: s.position for s in states(engine)} == {"builds": head, "training_records": head}
+    assert all(s.owner is None for s in states(engine)), "leases are released on a clean stop"
+    engine.dispose()
+
+
+def test_up_refuses_a_taken_port(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MODELBUS_")}
+        env["MODELBUS_DATABASE_URL"] = f"sqlite:///{tmp_path / 'up.db'}"
+        done = subprocess.run([MODELBUS, "up", "--port", str(port)], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "cannot start" in done.stderr
