@@ -11,7 +11,7 @@ from typing import Sequence
 from commands.messages import Rejected
 from commands.parse import parse_event
 from commands.transport import Transport
-from db.events import REJECTED, EventStore, Incoming, Outcome, Source, utcnow
+from db.events import DUPLICATE, REJECTED, EventStore, Incoming, Outcome, Source, utcnow
 from modelbus.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -19,13 +19,19 @@ log = logging.getLogger(__name__)
 # error_topic carries the reason and enough of the message to recognise it; the full
 # bytes are in dead_letters (a broker's message size limit would refuse a 1 MB echo).
 ERROR_RAW_LIMIT = 4096
+# A broker may deliver far bigger messages than we accept (Tansu takes 20 MB), but MySQL
+# refuses a statement over max_allowed_packet (16 MiB on MariaDB 10.11) by dropping the
+# connection, and a retried batch would fail forever. Dead letters keep this much.
+DEAD_LETTER_RAW_LIMIT = 4 * 1024 * 1024
 
 
 def error_message(raw: bytes, source: Source, error: Rejected) -> bytes:
     """The JSON published on error_topic for one rejected message."""
     head = raw[:ERROR_RAW_LIMIT]
     try:
-        shown, encoding = head.decode("utf-8"), "utf-8"
+        raw.decode("utf-8")
+        # Only a character cut in two at the limit is dropped.
+        shown, encoding = head.decode("utf-8", "ignore"), "utf-8"
     except UnicodeDecodeError:
         shown, encoding = base64.b64encode(head).decode("ascii"), "base64"
     body = {
@@ -45,8 +51,26 @@ def incoming(raw: bytes, source: Source, max_bytes: int, event_id: str | None = 
     try:
         event = parse_event(raw, max_bytes)
     except Rejected as exc:
-        return Incoming(raw=raw, source=source, error=exc)
+        return rejected(raw, source, exc)
     return Incoming(raw=raw, source=source, event=event, event_id=event.body.get("id") or event_id)
+
+
+def rejected(raw: bytes, source: Source, error: Rejected) -> Incoming:
+    """A dead-letter Incoming; a huge message keeps only its head (the reason says how big it was)."""
+    if len(raw) > DEAD_LETTER_RAW_LIMIT:
+        error = Rejected(error.code, f"{error.message} (the dead letter keeps its first {DEAD_LETTER_RAW_LIMIT} bytes)")
+        raw = raw[:DEAD_LETTER_RAW_LIMIT]
+    return Incoming(raw=raw, source=source, error=error)
+
+
+def _poison(exc: Exception) -> bool:
+    """True when a message's content, not the database or the broker, made a batch fail."""
+    from sqlalchemy.exc import DataError, SQLAlchemyError
+
+    # DataError: MySQL refused a value (incorrect string, too long). A plain ValueError
+    # (UnicodeEncodeError for a lone surrogate the JSON parser let through) comes from
+    # binding the row; retrying either can only fail again.
+    return isinstance(exc, DataError) or (isinstance(exc, (ValueError, TypeError)) and not isinstance(exc, SQLAlchemyError))
 
 
 def store_and_report(
@@ -94,11 +118,34 @@ class IngestWorker:
             )
             for r in records
         ]
-        outcomes = store_and_report(
-            self.store, self.transport, self.settings.topics.errors, items, [r.key for r in records]
-        )
+        keys = [r.key for r in records]
+        try:
+            outcomes = store_and_report(self.store, self.transport, self.settings.topics.errors, items, keys)
+        except Exception as exc:
+            if not _poison(exc):
+                raise
+            log.warning("ingest: a batch of %d cannot be stored (%s: %s); storing it message by message", len(items), type(exc).__name__, exc)
+            outcomes = self._store_one_by_one(items, keys)
+        redelivered = sum(1 for o in outcomes if (o.status == DUPLICATE and o.event_id is None) or not o.new)
+        if redelivered:
+            log.info("ingest: %d re-delivered messages were already in the log", redelivered)
         for outcome in outcomes:
             self.counts[outcome.status] += 1
+        return outcomes
+
+    def _store_one_by_one(self, items: Sequence[Incoming], keys: Sequence[bytes | None]) -> list[Outcome]:
+        """Store each message alone; one the store refuses becomes an 'unstorable' dead letter."""
+        outcomes = []
+        for item, key in zip(items, keys):
+            try:
+                outcomes += store_and_report(self.store, self.transport, self.settings.topics.errors, [item], [key])
+            except Exception as exc:
+                if not _poison(exc):
+                    raise
+                error = Rejected("unstorable", f"the store refused the message: {type(exc).__name__}: {str(exc)[:300]}")
+                log.warning("ingest: %s at %s", error.message, item.source.describe())
+                dead = rejected(item.raw, item.source, error)
+                outcomes += store_and_report(self.store, self.transport, self.settings.topics.errors, [dead], [key])
         return outcomes
 
     def run(self, stop: threading.Event) -> None:
