@@ -4,6 +4,7 @@ Pure logic shared by the Kafka prediction worker and the HTTP API; no Kafka, no 
 """
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -23,6 +24,8 @@ log = logging.getLogger(__name__)
 
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 PINNED_CACHE_SIZE = 32
+# A refused request larger than this is answered without looking for its id.
+SALVAGE_MAX_BYTES = 8 * 1024 * 1024
 
 
 class Registry(Protocol):
@@ -283,8 +286,19 @@ def parse_item(raw: bytes | str, max_bytes: int = DEFAULT_MAX_BYTES) -> Item:
     try:
         obj = loads(raw_bytes, max_bytes)
     except Rejected as exc:
-        return Item(error=exc, raw=raw_bytes)
+        return Item(error=exc, id=_lenient_id(raw_bytes, exc), raw=raw_bytes)
     return parse_item_obj(obj, raw_bytes)
+
+
+def _lenient_id(raw: bytes, error: Rejected) -> str | None:
+    """The id of a request the strict decoder refused for its values or size, so its answer carries it."""
+    if error.code in ("not_utf8", "not_json") or len(raw) > SALVAGE_MAX_BYTES:
+        return None
+    try:
+        # Python's own decoder takes NaN, Infinity and repeated keys, which is all we need here.
+        return _salvage_id(json.loads(raw))
+    except (ValueError, RecursionError):
+        return None
 
 
 def error_response(item_id: str | None, error: Rejected) -> dict[str, Any]:

@@ -20,7 +20,7 @@ FAST_MLP = {"epochs": 30, "hidden": [8]}
 @lru_cache(maxsize=None)
 def darcey() -> TrainingData:
     """The seed's data set: craig, len, bruno -> darcey."""
-    rows = np.loadtxt(DARCEY, delimiter=",", skiprows=1)
+    rows = np.loadtxt(DARCEY, delimiter=",", ndmin=2)  # no header row
     return TrainingData.from_rows(rows, keys=np.arange(1, len(rows) + 1))
 
 
@@ -104,7 +104,7 @@ class FakeRegistry:
 
 def darcey_events(dataset: str = "default") -> list[dict]:
     """The seed's data as training events."""
-    rows = np.loadtxt(DARCEY, delimiter=",", skiprows=1)
+    rows = np.loadtxt(DARCEY, delimiter=",", ndmin=2)  # no header row
     return [{"type": "training", "dataset": dataset, "payload": ",".join(str(int(v)) for v in row)} for row in rows]
 
 
@@ -135,3 +135,71 @@ def seed_models(app, dataset: str = "default") -> None:
     assert all(o.status == "accepted" for o in outcomes)
     for kind in ("mlp", "slr", "linear"):
         build(app, kind, dataset)
+
+
+# -- subprocesses -----------------------------------------------------------------------------
+
+
+class Proc:
+    """A `modelbus ...` subprocess whose combined output is collected as it runs."""
+
+    def __init__(self, args: list[str], env: dict[str, str], name: str | None = None, cwd: str | Path | None = None):
+        import subprocess
+        import sys
+
+        self.name = name or args[0]
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", "from modelbus.cli import main; main()", *args],
+            cwd=cwd or ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.decode("utf-8", "replace").rstrip())
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log(self, last: int = 60) -> str:
+        return f"--- {self.name} (exit {self.proc.poll()}) ---\n" + "\n".join(self.lines[-last:])
+
+    def wait_for(self, needle: str, timeout: float = 90.0) -> str:
+        """Block until an output line contains needle; returns the line."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while True:
+            lines = list(self.lines)
+            for line in lines[seen:]:
+                if needle in line:
+                    return line
+            seen = len(lines)
+            if not self.alive and seen == len(self.lines):
+                raise AssertionError(f"{self.name} exited before {needle!r}\n{self.log()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {needle!r} from {self.name} within {timeout:.0f}s\n{self.log()}")
+            time.sleep(0.05)
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM and wait for the exit code."""
+        import signal
+        import subprocess
+
+        if self.alive:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait(10)
+        self._reader.join(5)
+        return code

@@ -149,7 +149,14 @@ def test_unreadable_requests_are_answered_without_id(cache, raw, code):
 def test_oversize_request(cache):
     raw = json.dumps({"model": "mlp", "payload": ",".join(["1"] * 400_000), "id": "big"}).encode()
     [answer] = predict_batch(cache, [parse_item(raw)])
-    assert answer["error"]["code"] == "too_large"
+    assert (answer["id"], answer["error"]["code"]) == ("big", "too_large")
+
+
+@pytest.mark.parametrize("raw", [b'{"model":"mlp","payload":[1,NaN,3],"id":"n"}',
+                                 b'{"model":"mlp","payload":"1,2,3","id":"n","id":"n"}'])
+def test_requests_refused_by_the_strict_decoder_keep_their_id(cache, raw):
+    [answer] = predict_batch(cache, [parse_item(raw)])
+    assert answer["id"] == "n" and answer["error"]["code"] in ("not_finite", "bad_field")
 
 
 def test_good_and_bad_rows_in_one_batch_keep_their_order(cache):
