@@ -57,7 +57,7 @@ def build(ctx: click.Context, kind: str, dataset: str, params_text: str | None, 
         except json.JSONDecodeError as exc:
             raise click.BadParameter(f"not JSON: {exc}", param_hint="--params") from None
     app = _app(ctx)
-    (outcome,) = app.publisher.post([event], "cli", dead_letters=False)
+    (outcome,) = app.publisher.post([event], "cli")
     if outcome.error is not None:
         raise click.ClickException(f"rejected: {outcome.error.message}")
     where = f"at position {outcome.position}" if outcome.position else f"to {app.settings.topics.events}"
