@@ -137,8 +137,11 @@ def verify(ctx: click.Context, model: str, version: int, dataset: str, progress:
 
     from handlers.verify import verify_version
 
+    from builders import get_builder
+
     app = _app(ctx)
     recorded = _version_or_fail(app, model, dataset, version)
+    get_builder(model)  # imports torch for mlp now, so the bar measures reading and fitting only
     started = time.perf_counter()
     with tqdm(total=recorded.n_events, desc=f"verify {model} v{version}: reading the log", unit="ev",
               disable=not progress, file=sys.stderr) as bar:
