@@ -28,14 +28,16 @@ class HandlerState:
 
 def ensure(engine: Engine, name: str) -> None:
     """Create the handler's row at position 0 if it does not exist."""
-    with engine.begin() as conn:
+    with engine.connect() as conn:
         if conn.execute(select(handler_positions.c.name).where(handler_positions.c.name == name)).first():
             return
-        try:
-            with conn.begin_nested():
-                conn.execute(insert(handler_positions).values(name=name, position=0, updated_at=utcnow()))
-        except IntegrityError:
-            pass  # another process created it first
+    # The insert is the transaction's first statement, so on SQLite it waits for the
+    # write lock (busy_timeout) instead of failing to upgrade a read snapshot.
+    try:
+        with engine.begin() as conn:
+            conn.execute(insert(handler_positions).values(name=name, position=0, updated_at=utcnow()))
+    except IntegrityError:
+        pass  # another process created it first
 
 
 def claim(engine: Engine, name: str, owner: str, seconds: float) -> int | None:

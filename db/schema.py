@@ -109,21 +109,23 @@ handler_positions = Table(
     **_MYSQL,
 )
 
+# asdecimal=False: MySQL DOUBLE otherwise comes back as a Decimal rounded to 10 places.
+Double = Float(precision=53).with_variant(mysql.DOUBLE(asdecimal=False), "mysql", "mariadb")
+
+
 training_records = Table(
     "training_records",
     metadata,
     Column("position", BigInteger, primary_key=True, autoincrement=False),
     Column("dataset", String(64), nullable=False),
     Column("features", Text, nullable=False),
-    Column("label", Float(precision=53).with_variant(mysql.DOUBLE(), "mysql", "mariadb"), nullable=False),
+    Column("label", Double, nullable=False),
     Index("ix_training_records_dataset_position", "dataset", "position"),
     **_MYSQL,
 )
 
 # --- the model registry (issue 3) ---------------------------------------------------------
 
-# asdecimal=False: MySQL DOUBLE otherwise comes back as a Decimal rounded to 10 places.
-Double = Float(precision=53).with_variant(mysql.DOUBLE(asdecimal=False), "mysql", "mariadb")
 
 # One row per successful build; keyed by the build command's log position, so a replay
 # of the same log writes the same keys.

@@ -87,8 +87,11 @@ class Follower:
         with self._lease_kept():
             prepared = handler.prepare(rows)
         with self.store.engine.begin() as conn:
-            handler.apply(conn, rows, prepared)
+            # Move the position first: it is a write, so the transaction takes the write
+            # lock before any read (SQLite cannot upgrade a read snapshot that another
+            # writer has moved past, and fails at once instead of waiting).
             positions.advance(conn, handler.name, self.owner, position, new_position)
+            handler.apply(conn, rows, prepared)
         handler.after_commit(rows, prepared)
         return len(rows)
 

@@ -31,7 +31,7 @@ def darcey_path() -> Path:
 
 def load_darcey() -> TrainingData:
     """darcey.csv as training data: craig, len, bruno -> darcey, keyed by line number."""
-    rows = np.loadtxt(darcey_path(), delimiter=",", skiprows=1)
+    rows = np.loadtxt(darcey_path(), delimiter=",")
     return TrainingData.from_rows(rows, keys=np.arange(1, len(rows) + 1))
 
 
@@ -104,7 +104,7 @@ SUBPROCESS_BUILD = """
 import hashlib, sys
 import numpy as np
 from builders import TrainingData, get_builder
-rows = np.loadtxt(sys.argv[1], delimiter=",", skiprows=1)
+rows = np.loadtxt(sys.argv[1], delimiter=",")
 data = TrainingData.from_rows(rows, keys=np.arange(1, len(rows) + 1))
 print(hashlib.sha256(get_builder("mlp").fit(data).model.to_bytes()).hexdigest())
 """
