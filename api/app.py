@@ -14,8 +14,8 @@ from werkzeug.exceptions import HTTPException
 
 from commands.messages import BUILD_COMMANDS, MODEL_KINDS, Rejected, canonical_json
 from commands.parse import loads
-from commands.publish import QUEUED, outcome_json
-from db.events import ACCEPTED, DUPLICATE, REJECTED
+from commands.publish import outcome_json
+from db.events import REJECTED
 from handlers.ingest import ERROR_RAW_LIMIT
 from handlers.predict import (
     DbRegistry,
@@ -51,6 +51,7 @@ STATUS = {
     "prediction_failed": 500,
     "internal": 500,
     "unavailable": 503,
+    "registry_unavailable": 503,
 }
 
 

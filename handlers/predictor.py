@@ -18,7 +18,7 @@ from commands.messages import Rejected
 from commands.transport import Transport
 from db.events import EventStore, Incoming, Source
 from handlers.ingest import store_and_report
-from handlers.predict import ModelCache, parse_item, predict_batch
+from handlers.predict import REGISTRY_UNAVAILABLE, ModelCache, parse_item, predict_batch
 from modelbus.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,9 @@ class PredictionWorker:
         raws = [r.value if r.value is not None else b"" for r in records]
         items = [parse_item(raw, self.settings.max_message_bytes) for raw in raws]
         answers = predict_batch(self.cache, items, labels=self.labels)
+        if any(a.get("error", {}).get("code") == REGISTRY_UNAVAILABLE for a in answers):
+            # Not the requests' fault: leave the batch uncommitted and retry until the database is back.
+            raise RuntimeError("the model registry is unreachable")
         rejects, reject_keys = [], []
         for record, raw, answer in zip(records, raws, answers):
             if "error" in answer:

@@ -90,3 +90,14 @@ def test_modelbus_api_refuses_a_taken_port(seeded, server, tmp_path):
     assert other.proc.wait(60) != 0
     other.stop()
     assert any("cannot listen" in line for line in other.lines), other.log()
+
+
+def test_modelbus_predictor_needs_kafka(tmp_path):
+    from click.testing import CliRunner
+
+    from modelbus.cli import main
+
+    result = CliRunner().invoke(main, ["--database-url", f"sqlite:///{tmp_path / 'x.db'}", "predictor"],
+                                env={"MODELBUS_KAFKA_BOOTSTRAP": ""})
+    assert result.exit_code == 1
+    assert "set MODELBUS_KAFKA_BOOTSTRAP" in result.output

@@ -303,3 +303,14 @@ def test_micro_batcher_reports_a_failing_batch_to_its_callers():
         batcher.submit(items({"model": "mlp", "payload": "1,2,3"}))
     assert batcher.submit([]) == []
     batcher.close()
+
+
+class BrokenRegistry(FakeRegistry):
+    def production(self, model, dataset):
+        raise ConnectionError("database is down")
+
+
+def test_an_unreadable_registry_is_an_answer_not_a_crash():
+    [answer] = predict_batch(ModelCache(BrokenRegistry()), items({"model": "mlp", "payload": "1,2,3", "id": "x"}))
+    assert answer["id"] == "x" and answer["error"]["code"] == "registry_unavailable"
+    assert "ConnectionError" in answer["error"]["message"]

@@ -6,7 +6,6 @@ import json
 import random
 import threading
 import time
-import uuid
 from typing import Any
 
 import numpy as np
