@@ -140,6 +140,12 @@ class PredictionWorker:
             max_poll_records=self.settings.predict_batch,
         )
         consumer.subscribe([self.settings.topics.prediction_requests], listener=Listener())
+        # A producer of its own: offsets are committed after *these* answers are acknowledged,
+        # and a transport shared with other threads (modelbus up) may have its flush check
+        # another thread's sends and miss ours.
+        from commands.transport import KafkaTransport
+
+        shared, self.transport = self.transport, KafkaTransport(self.settings.kafka_bootstrap)
         try:
             while not stop.is_set():
                 polled = self._poll_batch(consumer)
@@ -156,6 +162,8 @@ class PredictionWorker:
                     log.warning("predictor: offset commit failed after a rebalance: %s", exc)
         finally:
             consumer.close(autocommit=False)
+            own, self.transport = self.transport, shared
+            own.close()
 
     def _process_until_answered(self, records: Sequence, stop: threading.Event) -> bool:
         attempt = 0
