@@ -234,12 +234,28 @@ def append_batch(conn: Connection, items: Sequence[Incoming], schemas: Schemas) 
     if new_datasets:
         conn.execute(insert(datasets), new_datasets)
     for chunk in _chunks(event_rows, 5000):
-        conn.execute(insert(events), list(chunk))
+        _insert_many(conn, events, list(chunk))
     if dead_rows:
         conn.execute(insert(dead_letters), dead_rows)
     if event_rows:
         conn.execute(update(log_head).where(log_head.c.id == 1).values(position=head))
     return outcomes
+
+
+def _insert_many(conn: Connection, table, rows: list[dict]) -> None:
+    """Insert rows in one executemany; on MySQL through the driver with tuples."""
+    if conn.dialect.name not in ("mysql", "mariadb"):
+        conn.execute(insert(table), rows)
+        return
+    # Core builds and escapes a dict per row: a third of ingest's database CPU. The
+    # columns here need no bind processing on MySQL (ints, strings, datetimes).
+    columns = list(rows[0])
+    quote = conn.dialect.identifier_preparer.quote
+    sql = (
+        f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) "
+        f"VALUES ({', '.join(['%s'] * len(columns))})"
+    )
+    conn.exec_driver_sql(sql, [tuple(row[c] for c in columns) for row in rows])
 
 
 def _transient(exc: DBAPIError) -> bool:
