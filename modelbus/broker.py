@@ -45,24 +45,40 @@ def wait_for_port(host: str, port: int, timeout: float = 15.0) -> None:
             time.sleep(0.05)
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Raise BrokerUnavailable when something already listens on host:port."""
+    with socket.socket() as sock:
+        # As the broker will bind: a port left in TIME_WAIT is free, a listener is not.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise BrokerUnavailable(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
 def start_broker(host: str = "127.0.0.1", port: int = 9092, log_file: Path | None = None) -> subprocess.Popen:
     """Start Tansu with memory-only storage on host:port and wait until it accepts connections."""
+    # Tansu exits at once on a busy port, but whatever holds the port answers the
+    # readiness check below: without this, a second `modelbus broker` reported ready
+    # and created its topics on the first one.
+    check_port_free(host, port)
     url = f"tcp://{host}:{port}"
-    out = open(log_file, "ab") if log_file else subprocess.DEVNULL
-    proc = subprocess.Popen(
-        [
-            tansu_binary(),
-            "broker",
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            url,
-            "--storage-engine",
-            "memory://tansu/",
-        ],
-        stdout=out,
-        stderr=subprocess.STDOUT,
-    )
+    command = [
+        tansu_binary(),
+        "broker",
+        "--listener-url",
+        url,
+        "--advertised-listener-url",
+        url,
+        "--storage-engine",
+        "memory://tansu/",
+    ]
+    if log_file:
+        # The child keeps its own descriptor; ours would only leak.
+        with open(log_file, "ab") as out:
+            proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    else:
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
         wait_for_port(host, port)
     except BrokerUnavailable:

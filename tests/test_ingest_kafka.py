@@ -24,6 +24,7 @@ from commands.kafka import create_topics, topic_ids
 from conftest import ROOT, kafka_settings, settings_env
 from db.engine import make_engine
 from db.schema import dead_letters, events, log_head
+from modelbus.broker import BrokerUnavailable, start_broker
 
 PARTITIONS = 4
 DEADLINE = 90.0
@@ -609,3 +610,10 @@ def test_each_bad_input_class_has_its_reason_and_the_worker_survives(kafka_env):
     surrogate, huge = (letters[m.coordinate] for m in poison)
     assert surrogate["raw"] == POISON[0]
     assert huge["code"] == "too_large" and huge["raw"] == POISON[1][: 4 * 1024 * 1024]
+
+
+def test_a_second_broker_on_a_busy_port_is_refused(kafka_bootstrap):
+    """`modelbus broker` on a port in use fails instead of reporting the other broker as its own."""
+    host, port = kafka_bootstrap.rsplit(":", 1)
+    with pytest.raises(BrokerUnavailable, match="cannot listen"):
+        start_broker(host, int(port))
