@@ -50,19 +50,33 @@ def all_topics(settings: Settings) -> list[str]:
 
 def create_topics(settings: Settings, partitions: int = 3, topics: Iterable[str] | None = None) -> list[str]:
     """Create the topics that do not exist yet; returns the names created."""
-    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError, for_code
 
     client = admin(settings)
     try:
         wanted = list(topics) if topics is not None else all_topics(settings)
         existing = set(client.list_topics())
         missing = [name for name in wanted if name not in existing]
-        if missing:
-            # Model updates are few and every reader wants them all, in order.
-            client.create_topics(
-                [NewTopic(name, 1 if name == settings.topics.model_updates else partitions, 1) for name in missing]
-            )
-        return missing
+        if not missing:
+            return []
+        # Model updates are few and every reader wants them all, in order.
+        result = client.create_topics(
+            {
+                name: {"num_partitions": 1 if name == settings.topics.model_updates else partitions, "replication_factor": 1}
+                for name in missing
+            },
+            raise_errors=False,
+        )
+        created = []
+        for topic in result["topics"]:
+            error = for_code(topic["error_code"])
+            # Workers started together race to create the topics; the loser is fine.
+            if error is TopicAlreadyExistsError:
+                continue
+            if topic["error_code"]:
+                raise error(f"creating topic {topic['name']}: {topic.get('error_message') or error.__name__}")
+            created.append(topic["name"])
+        return [name for name in missing if name in created]
     finally:
         client.close()
 
