@@ -205,6 +205,10 @@ class ModelCache:
                 return self._production[key]
             old = self._production.get(key)
             mv = self.registry.production(*key)
+            if mv is None and old is not None:
+                # Aliases only vanish while `modelbus replay` rebuilds the registry: keep
+                # serving what we have until the replayed alias comes back.
+                return old
             if mv is None:
                 new = None
             elif old is not None and old.version == mv.version and old.uuid == str(mv.uuid):

@@ -211,6 +211,19 @@ def test_a_model_appearing_later_is_found(cache, registry):
     assert answer["version"] == 1
 
 
+def test_aliases_reset_by_a_replay_keep_the_loaded_version_serving(registry, cache):
+    cache.warm()
+    with registry._lock:  # what `modelbus replay` does to the registry before rebuilding it
+        registry.alias.clear()
+        registry.generation += 1
+    cache.refresh()
+    [answer] = predict_batch(cache, items({"model": "mlp", "payload": "1,2,3"}))
+    assert answer["version"] == 1
+    registry.add("mlp", seed=9)  # the replayed history promotes again
+    cache.refresh()
+    assert cache.get("mlp", "default").version == 2
+
+
 def test_a_version_that_fails_to_load_keeps_the_old_one_serving(registry, cache):
     assert cache.get("linear", "default").version == 1
     registry.add("linear", artifact_bytes=b"garbage")
