@@ -66,20 +66,25 @@ class KafkaTransport:
             max_request_size=max_request_size,
             **config,
         )
-        self._pending: list = []
-        self._lock = threading.Lock()
+        # One process shares the producer between threads (ingest, predictor, HTTP); each
+        # thread checks its own sends, so one thread's flush can neither take another's
+        # failure nor let another report a lost message as sent.
+        self._local = threading.local()
+
+    def _pending(self) -> list:
+        pending = getattr(self._local, "pending", None)
+        if pending is None:
+            pending = self._local.pending = []
+        return pending
 
     def publish(self, topic: str, value: bytes, key: bytes | None = None) -> None:
-        """Queue one message; its acknowledgement is checked at the next flush."""
-        future = self._producer.send(topic, value=value, key=key)
-        with self._lock:
-            self._pending.append(future)
+        """Queue one message; its acknowledgement is checked at this thread's next flush."""
+        self._pending().append(self._producer.send(topic, value=value, key=key))
 
     def flush(self, timeout: float | None = 30.0) -> None:
-        """Wait for every queued message; raise the first send error."""
+        """Wait for every message this thread queued; raise the first send error."""
         self._producer.flush(timeout=timeout)
-        with self._lock:
-            pending, self._pending = self._pending, []
+        pending, self._local.pending = self._pending(), []
         for future in pending:
             future.get(timeout=timeout)
 
