@@ -20,7 +20,10 @@ def _walk(command: click.Command, ctx: click.Context):
 
 def reference(main: click.Group) -> str:
     """Markdown: one heading and the --help text per command, groups included."""
-    root = click.Context(main, info_name="modelbus", terminal_width=WIDTH, max_content_width=WIDTH)
+    # The group's context_settings (its -h alias) as `modelbus` itself applies them; click
+    # caches each command's help option, so building contexts without them is order-dependent.
+    settings = {**main.context_settings, "terminal_width": WIDTH, "max_content_width": WIDTH}
+    root = click.Context(main, info_name="modelbus", **settings)
     parts = []
     for command, ctx in _walk(main, root):
         path = ctx.command_path
