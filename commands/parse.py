@@ -67,7 +67,7 @@ def loads(raw: bytes | str, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
     else:
         text = raw
     try:
-        return json.loads(
+        value = json.loads(
             text,
             parse_constant=_reject_constant,
             parse_float=_finite_float,
@@ -77,6 +77,28 @@ def loads(raw: bytes | str, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
         raise Rejected("not_json", f"message is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
         raise Rejected("not_json", "message is not JSON: nested too deeply") from None
+    # JSON may escape a lone UTF-16 surrogate ("\ud800"), which is not Unicode and which no
+    # database can store; the cheap text test keeps the walk off the common path.
+    if "\\ud" in text or "\\uD" in text:
+        _reject_surrogates(value)
+    return value
+
+
+def _reject_surrogates(value: Any) -> None:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise Rejected(
+                "not_utf8", f"message has a lone surrogate \\u{ord(value[exc.start]):04x}, which is not valid Unicode"
+            ) from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _reject_surrogates(key)
+            _reject_surrogates(item)
+    elif isinstance(value, list):
+        for item in value:
+            _reject_surrogates(item)
 
 
 def _json_type(value: Any) -> str:

@@ -562,7 +562,7 @@ BAD_INPUT = [
 # Messages the parser lets through or the broker delivers although the store cannot keep
 # them whole; they used to stall ingest in an endless retry of their batch.
 POISON = [
-    # A lone surrogate is valid JSON but no UTF-8 string: binding the row fails.
+    # A lone surrogate is valid JSON but not Unicode: no database can bind it.
     b'{"type":"training","payload":"1,2,3,4","id":"\\ud800"}',
     # Over MariaDB's 16 MiB max_allowed_packet; Tansu delivers it all the same.
     b"y" * (17 * 1024 * 1024),
@@ -609,13 +609,14 @@ def test_each_bad_input_class_has_its_reason_and_the_worker_survives(kafka_env):
     large = next(e for e in errors if e["error"]["code"] == "too_large" and e["raw_bytes"] == len(big))
     assert large["truncated"]
     assert large["error"]["message"] == f"message is {len(big)} bytes; the limit is {settings.max_message_bytes}"
-    binary = next(e for e in errors if e["error"]["code"] == "not_utf8")
+    binary = next(e for e in errors_of if e["error"]["code"] == "not_utf8")
     assert binary["raw_encoding"] == "base64"
 
     # The poison messages are dead letters too; the huge one keeps its first 4 MiB.
     letters = {(d["source_partition"], d["source_offset"]): d for d in dead}
     surrogate, huge = (letters[m.coordinate] for m in poison)
     assert surrogate["raw"] == POISON[0]
+    assert surrogate["code"] == "not_utf8"  # the parser catches it; 'unstorable' is the backstop
     assert huge["code"] == "too_large" and huge["raw"] == POISON[1][: 4 * 1024 * 1024]
 
 

@@ -164,3 +164,23 @@ def test_prediction_request_options():
 )
 def test_bad_prediction_requests(raw, code):
     assert rejected(parse_request, raw).code == code
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        rb'{"type":"training","payload":"1,2","id":"\ud800"}',
+        rb'{"type":"training","payload":"1,2","id":"ok\uDFFFok"}',
+        rb'{"type":"command","payload":"build_mlp","params":{"\udc00":1}}',
+    ],
+)
+def test_a_lone_surrogate_is_not_unicode(raw):
+    error = rejected(parse_event, raw)
+    assert error.code == "not_utf8"
+    assert "lone surrogate" in error.message
+
+
+def test_an_escaped_surrogate_pair_is_a_character():
+    event = parse_event(rb'{"type":"training","payload":"1,2","id":"\ud83d\ude80"}')
+    assert event.body["id"] == "\U0001F680"
+    assert rejected(parse_request, rb'{"model":"mlp","payload":"1","id":"\ud800"}').code == "not_utf8"
