@@ -54,13 +54,17 @@ def test_up_in_kafka_mode_serves_both_paths_and_stops_cleanly(mysql_db, kafka_bo
         sent = subprocess.run([MODELBUS, "send", "--csv", str(DARCEY)], env=env, capture_output=True, text=True, timeout=120)
         assert sent.returncode == 0, sent.stderr
         assert "474 events: 474 queued" in sent.stdout
+        # ... and one through a standard client (librdkafka), keyed by dataset like ours.
+        producer = Producer({"bootstrap.servers": kafka_bootstrap})
+        producer.produce(topics.events, b'{"type":"training","payload":"3,4,5,4"}', key=b"default")
+        assert producer.flush(10) == 0
         built = subprocess.run([MODELBUS, "build", "slr", "--wait", "--timeout", "120"], env=env, capture_output=True,
                                text=True, timeout=180)
         assert built.returncode == 0, built.stdout + built.stderr
 
         engine = make_engine(mysql_db)
         mv = registry.production(engine, "slr", "default")
-        assert mv is not None and mv.n_events == 474
+        assert mv is not None and mv.n_events == 475
 
         # HTTP path, after the hot reload has reached the API.
         deadline = time.monotonic() + 10
@@ -75,7 +79,6 @@ def test_up_in_kafka_mode_serves_both_paths_and_stops_cleanly(mysql_db, kafka_bo
 
         # Kafka path, with librdkafka as a standard client.
         request_id = uuid.uuid4().hex
-        producer = Producer({"bootstrap.servers": kafka_bootstrap})
         producer.produce(topics.prediction_requests, json.dumps({"id": request_id, "model": "slr", "payload": "3,4,5"}),
                          key=request_id)
         producer.produce(topics.prediction_requests, b"not json", key=b"bad")
@@ -109,7 +112,7 @@ def test_up_in_kafka_mode_serves_both_paths_and_stops_cleanly(mysql_db, kafka_bo
 
     # Nothing lost, positions committed: every handler is at the head of the log.
     store = EventStore(engine)
-    assert store.count(type="training") == 474
+    assert store.count(type="training") == 475
     head = store.head()
     assert {s.name: s.position for s in states(engine)} == {"builds": head, "training_records": head}
     assert all(s.owner is None for s in states(engine)), "leases are released on a clean stop"
