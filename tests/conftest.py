@@ -22,7 +22,7 @@ from modelbus.broker import BrokerUnavailable, free_port, start_broker
 from modelbus.settings import Settings, Topics
 
 ROOT = Path(__file__).resolve().parents[1]
-DARCEY = ROOT.parent / "shared" / "data" / "darcey.csv"
+DARCEY = ROOT / "data" / "darcey.csv"
 DEFAULT_MYSQL = "mysql+pymysql://root@127.0.0.1:3306/test"
 
 

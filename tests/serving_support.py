@@ -13,7 +13,7 @@ import numpy as np
 from builders import TrainingData, get_builder
 
 ROOT = Path(__file__).resolve().parents[1]
-DARCEY = ROOT.parent / "shared" / "data" / "darcey.csv"
+DARCEY = ROOT / "data" / "darcey.csv"
 FAST_MLP = {"epochs": 30, "hidden": [8]}
 
 

@@ -18,7 +18,7 @@ from builders import BuildResult, InputError, TrainingData, get_builder, train_t
 from builders.mlp import MlpModel
 
 ROOT = Path(__file__).resolve().parents[1]
-DARCEY_CANDIDATES = [ROOT / "data" / "darcey.csv", ROOT.parent / "shared" / "data" / "darcey.csv"]
+DARCEY_CANDIDATES = [ROOT / "data" / "darcey.csv"]
 
 
 def darcey_path() -> Path:
