@@ -1,8 +1,9 @@
-"""Kafka plumbing shared by the workers: consumers, topic creation, topic ids."""
+"""Kafka plumbing shared by the workers: consumers, topic creation, topic ids, the consumer-group loop."""
 from __future__ import annotations
 
 import logging
-from typing import Iterable
+import threading
+from typing import Callable, Iterable
 
 from modelbus.settings import Settings
 
@@ -93,3 +94,63 @@ def topic_ids(settings: Settings, topics: Iterable[str]) -> dict[str, str]:
         value = topic.get("topic_id")
         ids[topic["name"]] = "" if value in (None, "00000000-0000-0000-0000-000000000000") else str(value)
     return ids
+
+
+def process_until_done(process: Callable[[list], object], records: list, stop: threading.Event, *,
+                       log: logging.Logger, name: str, doing: str) -> bool:
+    """Call process(records) until it returns, backing off exponentially; False if `stop` is set first."""
+    attempt = 0
+    while True:
+        try:
+            process(records)
+            return True
+        except Exception:
+            attempt += 1
+            delay = min(30.0, 0.5 * 2 ** min(attempt, 6))
+            log.exception("%s: %s a batch of %d failed (attempt %d); retrying in %.1fs",
+                          name, doing, len(records), attempt, delay)
+            if stop.wait(delay):
+                return False
+
+
+def run_group(consumer, topics: Iterable[str], stop: threading.Event, *, poll: Callable[[object], dict],
+              process: Callable[[list], object], log: logging.Logger, name: str, doing: str,
+              on_assigned: Callable[[], None], ready: threading.Event) -> None:
+    """Subscribe `consumer` and poll, process until done, commit; until `stop` is set. Closes the consumer.
+
+    Offsets are committed only after process() returned for the whole batch; a batch still
+    failing when `stop` is set stays uncommitted, so the group's next owner gets it again.
+    `log`, `name` and `doing` keep each worker's log lines its own (the logger's name shows).
+    """
+    from kafka import ConsumerRebalanceListener
+    from kafka.errors import CommitFailedError
+    from kafka.structs import OffsetAndMetadata
+
+    class Listener(ConsumerRebalanceListener):
+        def on_partitions_revoked(self, revoked):
+            log.info("%s: partitions revoked %s", name, sorted(tp.partition for tp in revoked))
+
+        def on_partitions_assigned(self, assigned):
+            on_assigned()
+            log.info("%s: partitions assigned %s", name, sorted(tp.partition for tp in assigned))
+            ready.set()
+
+    consumer.subscribe(list(topics), listener=Listener())
+    try:
+        while not stop.is_set():
+            polled = poll(consumer)
+            if not polled:
+                continue
+            records = [r for tp in sorted(polled, key=lambda tp: tp.partition) for r in polled[tp]]
+            if not process_until_done(process, records, stop, log=log, name=name, doing=doing):
+                break  # stopping: the batch stays uncommitted and is re-delivered to the next owner
+            offsets = {tp: OffsetAndMetadata(msgs[-1].offset + 1, "", -1) for tp, msgs in polled.items()}
+            try:
+                consumer.commit(offsets)
+            except CommitFailedError as exc:
+                # The group rebalanced while we processed; the new owner gets these messages
+                # again (ingest: the log's unique coordinates drop them; predictor: answered
+                # again, at least once).
+                log.warning("%s: offset commit failed after a rebalance: %s", name, exc)
+    finally:
+        consumer.close(autocommit=False)

@@ -150,54 +150,13 @@ class IngestWorker:
 
     def run(self, stop: threading.Event) -> None:
         """Poll, store, report, commit; until `stop` is set. Never dies on a message."""
-        from kafka import ConsumerRebalanceListener
-        from kafka.errors import CommitFailedError
-        from kafka.structs import OffsetAndMetadata
-
-        from commands.kafka import make_consumer
-
-        worker = self
-
-        class Listener(ConsumerRebalanceListener):
-            def on_partitions_revoked(self, revoked):
-                log.info("ingest: partitions revoked %s", sorted(tp.partition for tp in revoked))
-
-            def on_partitions_assigned(self, assigned):
-                worker._refresh_topic_ids()
-                log.info("ingest: partitions assigned %s", sorted(tp.partition for tp in assigned))
-                worker.ready.set()
+        from commands.kafka import make_consumer, run_group
 
         self._refresh_topic_ids()
         consumer = make_consumer(self.settings, self.settings.ingest_group)
-        consumer.subscribe([self.settings.topics.events], listener=Listener())
-        try:
-            while not stop.is_set():
-                polled = consumer.poll(timeout_ms=500, max_records=self.settings.ingest_batch)
-                if not polled:
-                    continue
-                records = [r for tp in sorted(polled, key=lambda tp: tp.partition) for r in polled[tp]]
-                if not self._process_until_stored(records, stop):
-                    break  # stopping: the batch stays uncommitted and is re-delivered
-                offsets = {tp: OffsetAndMetadata(msgs[-1].offset + 1, "", -1) for tp, msgs in polled.items()}
-                try:
-                    consumer.commit(offsets)
-                except CommitFailedError as exc:
-                    # The group rebalanced while we stored; the new owner gets these
-                    # messages again and the log's unique coordinates drop them.
-                    log.warning("ingest: offset commit failed after a rebalance: %s", exc)
-        finally:
-            consumer.close(autocommit=False)
-
-    def _process_until_stored(self, records: Sequence, stop: threading.Event) -> bool:
-        attempt = 0
-        while True:
-            try:
-                self.process(records)
-                return True
-            except Exception:
-                attempt += 1
-                delay = min(30.0, 0.5 * 2 ** min(attempt, 6))
-                log.exception("ingest: storing a batch of %d failed (attempt %d); retrying in %.1fs", len(records), attempt, delay)
-                if stop.wait(delay):
-                    return False
-
+        run_group(
+            consumer, [self.settings.topics.events], stop,
+            poll=lambda c: c.poll(timeout_ms=500, max_records=self.settings.ingest_batch),
+            process=self.process, log=log, name="ingest", doing="storing",
+            on_assigned=self._refresh_topic_ids, ready=self.ready,
+        )

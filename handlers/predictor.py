@@ -112,22 +112,8 @@ class PredictionWorker:
 
     def run(self, stop: threading.Event) -> None:
         """Poll, answer, commit; until `stop` is set. Never dies on a request."""
-        from kafka import ConsumerRebalanceListener
-        from kafka.errors import CommitFailedError
-        from kafka.structs import OffsetAndMetadata
-
-        from commands.kafka import make_consumer
-
-        worker = self
-
-        class Listener(ConsumerRebalanceListener):
-            def on_partitions_revoked(self, revoked):
-                log.info("predictor: partitions revoked %s", sorted(tp.partition for tp in revoked))
-
-            def on_partitions_assigned(self, assigned):
-                worker._refresh_topic_ids()
-                log.info("predictor: partitions assigned %s", sorted(tp.partition for tp in assigned))
-                worker.ready.set()
+        from commands.kafka import make_consumer, run_group
+        from commands.transport import KafkaTransport
 
         self._refresh_topic_ids()
         # Request/response wants short fetches; Tansu holds a fetch for the whole wait even
@@ -139,45 +125,19 @@ class PredictionWorker:
             fetch_max_wait_ms=max(5, self.settings.predict_wait_ms),
             max_poll_records=self.settings.predict_batch,
         )
-        consumer.subscribe([self.settings.topics.prediction_requests], listener=Listener())
         # A producer of its own: offsets are committed after *these* answers are acknowledged,
         # and a transport shared with other threads (modelbus up) may have its flush check
         # another thread's sends and miss ours.
-        from commands.transport import KafkaTransport
-
         shared, self.transport = self.transport, KafkaTransport(self.settings.kafka_bootstrap)
         try:
-            while not stop.is_set():
-                polled = self._poll_batch(consumer)
-                if not polled:
-                    continue
-                records = [r for tp in sorted(polled, key=lambda tp: tp.partition) for r in polled[tp]]
-                if not self._process_until_answered(records, stop):
-                    break  # stopping: the batch stays uncommitted and is answered by the next owner
-                offsets = {tp: OffsetAndMetadata(msgs[-1].offset + 1, "", -1) for tp, msgs in polled.items()}
-                try:
-                    consumer.commit(offsets)
-                except CommitFailedError as exc:
-                    # The new owner answers these requests again: at least once.
-                    log.warning("predictor: offset commit failed after a rebalance: %s", exc)
+            run_group(
+                consumer, [self.settings.topics.prediction_requests], stop,
+                poll=self._poll_batch, process=self.process, log=log, name="predictor", doing="answering",
+                on_assigned=self._refresh_topic_ids, ready=self.ready,
+            )
         finally:
-            consumer.close(autocommit=False)
             own, self.transport = self.transport, shared
             own.close()
-
-    def _process_until_answered(self, records: Sequence, stop: threading.Event) -> bool:
-        attempt = 0
-        while True:
-            try:
-                self.process(records)
-                return True
-            except Exception:
-                attempt += 1
-                delay = min(30.0, 0.5 * 2 ** min(attempt, 6))
-                log.exception("predictor: answering a batch of %d failed (attempt %d); retrying in %.1fs",
-                              len(records), attempt, delay)
-                if stop.wait(delay):
-                    return False
 
 
 def apply_update(cache: ModelCache, value: bytes | None) -> bool:

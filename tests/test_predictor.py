@@ -3,11 +3,13 @@ and a batch whose answers are not acknowledged is retried, never committed."""
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from types import SimpleNamespace
 
 import pytest
 
+from commands.kafka import process_until_done
 from handlers.predict import ModelCache
 from handlers.predictor import PredictionWorker, apply_update, dump_response
 from modelbus.settings import Settings, Topics
@@ -37,6 +39,11 @@ class RecordingTransport:
 
 def record(offset: int, value: bytes | None, key: bytes | None) -> SimpleNamespace:
     return SimpleNamespace(topic="requests", partition=0, offset=offset, key=key, value=value)
+
+
+def retried(worker: PredictionWorker, records, stop: threading.Event) -> bool:
+    """The worker's batch step as its run loop calls it: retried until answered or stopped."""
+    return process_until_done(worker.process, records, stop, log=logging.getLogger("test"), name="predictor", doing="answering")
 
 
 @pytest.fixture
@@ -78,7 +85,7 @@ def test_an_unacknowledged_batch_is_answered_again_and_dead_lettered_once(worker
     records = [record(7, b'{"model":"slr","payload":"1,2,3","id":"a"}', b"k"), record(8, b"[]", b"k2")]
     with pytest.raises(RuntimeError):
         worker.process(records)
-    assert worker._process_until_answered(records, threading.Event()) is True
+    assert retried(worker, records, threading.Event()) is True
     assert transport.flushes >= 3  # failed, then the dead-letter flush and the answers' flush
     answered = [json.loads(v)["id"] for t, v, _ in transport.sent if t == "responses"]
     assert answered[-2:] == ["a", None]  # at least once (the first attempt failed at its first flush)
@@ -90,7 +97,7 @@ def test_a_stopping_worker_gives_up_the_retry_without_answering(worker_parts):
     worker = PredictionWorker(settings, store, cache, RecordingTransport(failures=100))
     stop = threading.Event()
     stop.set()
-    assert worker._process_until_answered([record(1, b"{}", None)], stop) is False
+    assert retried(worker, [record(1, b"{}", None)], stop) is False
 
 
 def test_update_notices(worker_parts):
