@@ -137,10 +137,12 @@ class Builder(abc.ABC):
 
     kind: str
     main_metric: str
+    # The params a build of this kind accepts, with their defaults and checks.
+    params_spec: Mapping[str, Param]
 
-    @abc.abstractmethod
     def validate_params(self, params: Mapping[str, Any] | None) -> dict:
         """The full effective params, or BuildError naming the first bad key."""
+        return validate(params, self.params_spec)
 
     @abc.abstractmethod
     def fit(self, data: TrainingData, params: Mapping[str, Any] | None = None) -> BuildResult:

@@ -17,12 +17,9 @@ from builders.base import (
     TrainingData,
     dumps_canonical,
     loads_artifact,
-    require_finite,
-    require_split_sizes,
-    validate,
 )
 from builders.metrics import regression_metrics
-from builders.split import train_size, train_test_indices
+from builders.split import holdout
 
 FORMAT = "modelbus.linear/1"
 PARAMS: dict[str, Param] = {"seed": SEED, "split": SPLIT}
@@ -76,22 +73,14 @@ class LinearBuilder(Builder):
 
     kind = "linear"
     main_metric = "r2"
-
-    def validate_params(self, params: Mapping[str, Any] | None) -> dict:
-        """split and seed, with defaults."""
-        return validate(params, PARAMS)
+    params_spec = PARAMS
 
     def fit(self, data: TrainingData, params: Mapping[str, Any] | None = None) -> BuildResult:
         """Fit on the train rows and measure on the test rows."""
         started = time.perf_counter()
         params = self.validate_params(params)
-        require_finite(data)
-        n_train = train_size(data.n_rows, params["split"])
         # One row per unknown (the coefficients and the intercept) at the very least.
-        require_split_sizes(self.kind, data.n_rows, n_train, data.n_rows - n_train, data.n_features + 1,
-                            MIN_TEST, params["split"])
-        train_idx, test_idx = train_test_indices(data.keys, params["split"], params["seed"])
-        train, test = data.take(train_idx), data.take(test_idx)
+        train, test = holdout(self.kind, data, params, data.n_features + 1, MIN_TEST)
         coefficients, intercept, rank = ordinary_least_squares(train.X, train.y)
         model = LinearModel(coefficients.tolist(), intercept)
         metrics = {
@@ -100,7 +89,7 @@ class LinearBuilder(Builder):
             # Below n_features + 1 some features are collinear and lstsq chose the minimum-norm fit.
             "rank": rank,
             "train_r2": float(r2_score(train.y, model.predict(train.X))),
-            "train_size": n_train,
+            "train_size": train.n_rows,
             **regression_metrics(test.y, model.predict(test.X)),
         }
         metrics["execution_time"] = time.perf_counter() - started

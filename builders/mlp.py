@@ -34,13 +34,10 @@ from builders.base import (
     non_negative_number,
     one_of,
     positive_number,
-    require_finite,
-    require_split_sizes,
     shown,
-    validate,
 )
 from builders.metrics import classification_metrics
-from builders.split import train_size, train_test_indices
+from builders.split import holdout
 
 FORMAT = "modelbus.mlp/1"
 # The key of the only entry in the safetensors metadata: safetensors writes metadata from a
@@ -266,27 +263,19 @@ class MlpBuilder(Builder):
 
     kind = "mlp"
     main_metric = "accuracy"
-
-    def validate_params(self, params: Mapping[str, Any] | None) -> dict:
-        """The params with defaults filled in; BuildError on an unknown key or a bad value."""
-        return validate(params, PARAMS)
+    params_spec = PARAMS
 
     def fit(self, data: TrainingData, params: Mapping[str, Any] | None = None) -> BuildResult:
         """Train on the split's train rows, measure on its test rows."""
         started = time.perf_counter()
         params = self.validate_params(params)
-        require_finite(data)
-        n_train = train_size(data.n_rows, params["split"])
-        require_split_sizes(self.kind, data.n_rows, n_train, data.n_rows - n_train, MIN_TRAIN, MIN_TEST,
-                            params["split"])
+        train_rows, test_rows = holdout(self.kind, data, params, MIN_TRAIN, MIN_TEST)
         classes = np.unique(data.y)
         if classes.size < 2:
             raise BuildError(f"dataset has 1 distinct label ({float(classes[0])!r}); mlp needs at least 2")
         if classes.size > MAX_CLASSES:
             raise BuildError(f"dataset has {classes.size} distinct labels; mlp supports at most {MAX_CLASSES} "
                              "(is the label a class?)")
-        train_idx, test_idx = train_test_indices(data.keys, params["split"], params["seed"])
-        train_rows, test_rows = data.take(train_idx), data.take(test_idx)
         mean, std = fit_standardisation(train_rows.X)
         x = standardise(train_rows.X, mean, std)
         target = torch.from_numpy(np.searchsorted(classes, train_rows.y).astype(np.int64))

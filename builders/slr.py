@@ -19,12 +19,9 @@ from builders.base import (
     TrainingData,
     dumps_canonical,
     loads_artifact,
-    require_finite,
-    require_split_sizes,
-    validate,
 )
 from builders.metrics import regression_metrics
-from builders.split import train_size, train_test_indices
+from builders.split import holdout
 
 FORMAT = "modelbus.slr/1"
 PARAMS: dict[str, Param] = {"seed": SEED, "split": SPLIT}
@@ -86,21 +83,14 @@ class SlrBuilder(Builder):
 
     kind = "slr"
     main_metric = "r2"
-
-    def validate_params(self, params: Mapping[str, Any] | None) -> dict:
-        """split and seed, with defaults."""
-        return validate(params, PARAMS)
+    params_spec = PARAMS
 
     def fit(self, data: TrainingData, params: Mapping[str, Any] | None = None) -> BuildResult:
         """Fit on the train rows, report the closed-form statistics and the holdout errors."""
         started = time.perf_counter()
         params = self.validate_params(params)
-        require_finite(data)
-        n_train = train_size(data.n_rows, params["split"])
-        require_split_sizes(self.kind, data.n_rows, n_train, data.n_rows - n_train, MIN_TRAIN, MIN_TEST,
-                            params["split"])
-        train_idx, test_idx = train_test_indices(data.keys, params["split"], params["seed"])
-        train, test = data.take(train_idx), data.take(test_idx)
+        train, test = holdout(self.kind, data, params, MIN_TRAIN, MIN_TEST)
+        n_train = train.n_rows
         x = train.X[:, 0]
         if np.ptp(x) == 0:
             raise BuildError(f"the first feature is constant ({x[0]:g}) on the {n_train} train rows; "

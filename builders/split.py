@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Mapping
 
 import numpy as np
 
-from builders.base import BuildError
+from builders.base import BuildError, TrainingData, require_finite, require_split_sizes
 
 
 def train_size(n_rows: int, train_fraction: float) -> int:
@@ -36,3 +37,12 @@ def train_test_indices(keys: np.ndarray, train_fraction: float, seed: int) -> tu
     # The key breaks hash ties, so the order never depends on where a row sits in the input.
     order = np.lexsort((keys, rank_keys(keys, seed)))
     return np.sort(order[:n_train]), np.sort(order[n_train:])
+
+
+def holdout(kind: str, data: TrainingData, params: Mapping, min_train: int, min_test: int) -> tuple[TrainingData, TrainingData]:
+    """The train and test rows of a build; BuildError on non-finite data or a side too small for `kind`."""
+    require_finite(data)
+    n_train = train_size(data.n_rows, params["split"])
+    require_split_sizes(kind, data.n_rows, n_train, data.n_rows - n_train, min_train, min_test, params["split"])
+    train_idx, test_idx = train_test_indices(data.keys, params["split"], params["seed"])
+    return data.take(train_idx), data.take(test_idx)
