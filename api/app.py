@@ -15,7 +15,7 @@ from werkzeug.exceptions import HTTPException
 from commands.messages import BUILD_COMMANDS, MODEL_KINDS, Rejected, canonical_json
 from commands.parse import loads
 from commands.publish import outcome_json
-from db.events import REJECTED
+from db.events import REJECTED, event_json
 from handlers.ingest import ERROR_RAW_LIMIT
 from handlers.predict import (
     DbRegistry,
@@ -415,19 +415,7 @@ def create_app(app: Any, *, registry: Any = None, serving: Serving | None = None
         limit = _int_arg("limit", DEFAULT_PAGE, 1, MAX_PAGE)
         filters = {k: request.args[k] for k in ("type", "name", "dataset") if request.args.get(k)}
         rows = app.store.read(after=after, limit=limit, **filters)
-        events = [
-            {
-                "position": row.position,
-                "id": row.event_id,
-                "type": row.type,
-                "name": row.name,
-                "dataset": row.dataset,
-                "source": row.source,
-                "received_at": _iso(row.received_at),
-                "event": json.loads(row.payload),
-            }
-            for row in rows
-        ]
+        events = [event_json(row) for row in rows]
         next_after = rows[-1].position if len(rows) == limit else None
         return json_response({"events": events, "next": next_after, "head": app.store.head()})
 

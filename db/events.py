@@ -1,6 +1,7 @@
 """The event store: appends in serialised position order, dead letters, reads of the log."""
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -98,6 +99,20 @@ class EventRow:
     payload: str
     source: str
     received_at: datetime
+
+
+def event_json(row: EventRow) -> dict:
+    """A log row as the API and `modelbus events --json` show it, the event parsed."""
+    return {
+        "position": row.position,
+        "id": row.event_id,
+        "type": row.type,
+        "name": row.name,
+        "dataset": row.dataset,
+        "source": row.source,
+        "received_at": row.received_at.isoformat(),
+        "event": json.loads(row.payload),
+    }
 
 
 @dataclass

@@ -204,26 +204,15 @@ def send(ctx: click.Context, events: tuple[str, ...], file: str | None, csv_file
 @click.pass_context
 def events(ctx: click.Context, after: int, limit: int, last: int | None, type_: str | None, name: str | None, dataset: str | None, as_json: bool) -> None:
     """Read the log."""
+    from db.events import event_json
+
     app = _app(ctx)
     if last is not None:
         after, limit = max(0, app.store.head() - last), last
     rows = app.store.read(after=after, limit=limit, type=type_, name=name, dataset=dataset)
     for row in rows:
         if as_json:
-            click.echo(
-                json.dumps(
-                    {
-                        "position": row.position,
-                        "id": row.event_id,
-                        "type": row.type,
-                        "name": row.name,
-                        "dataset": row.dataset,
-                        "source": row.source,
-                        "received_at": row.received_at.isoformat(),
-                        "event": json.loads(row.payload),
-                    }
-                )
-            )
+            click.echo(json.dumps(event_json(row)))
         else:
             click.echo(f"{row.position:>8}  {row.received_at:%Y-%m-%d %H:%M:%S}  {row.source:<6} {row.dataset:<12} {row.payload}")
     if not as_json:
