@@ -208,6 +208,14 @@ def dead_letter_json(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _is_outage(exc: Exception) -> bool:
+    """An error of the database or the broker (the caller may retry), not a bug of ours."""
+    from sqlalchemy.exc import DBAPIError
+
+    # kafka-python's errors are matched by module so the API never imports Kafka.
+    return isinstance(exc, (DBAPIError, TimeoutError, ConnectionError)) or type(exc).__module__.startswith("kafka")
+
+
 def create_app(app: Any, *, registry: Any = None, serving: Serving | None = None) -> Flask:
     """The Flask app of one modelbus process (`app` is a modelbus.app.App).
 
@@ -278,6 +286,11 @@ def create_app(app: Any, *, registry: Any = None, serving: Serving | None = None
 
     @flask_app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
+        if _is_outage(exc):
+            log.warning("%s %s: a backing service is unavailable: %s", request.method, request.path, exc)
+            return json_response(
+                error_body("unavailable", f"a backing service is unavailable ({type(exc).__name__}); retry later"), 503
+            )
         log.exception("unexpected error answering %s %s", request.method, request.path)
         return json_response(error_body("internal", "internal error; the server log has the details"), 500)
 

@@ -15,8 +15,11 @@ class ApiServer:
         from waitress import create_server
 
         # channel_timeout: idle keep-alive connections of load generators are closed after a while.
+        # waitress buffers a whole body (spilling to disk) before Flask's MAX_CONTENT_LENGTH
+        # is checked; cap it at the socket so a huge upload is refused while it arrives.
+        max_body = getattr(wsgi_app, "config", {}).get("MAX_CONTENT_LENGTH") or 4 * 1024 * 1024
         self._server = create_server(wsgi_app, host=host, port=port, threads=threads, channel_timeout=60,
-                                     ident="modelbus")
+                                     ident="modelbus", max_request_body_size=max_body)
         self.host = host
         self.port = int(self._server.effective_port)
 

@@ -21,6 +21,9 @@ from commands.messages import (
 DEFAULT_MAX_BYTES = 64 * 1024
 MAX_ID_CHARS = 128
 MAX_VALUES = 10_000
+# Ids of the events modelbus appends itself: a client id like these would silently
+# suppress an automatic promotion (its event would look like a duplicate).
+RESERVED_ID_PREFIXES = ("auto-promote:",)
 _DATASET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 # Python's float() also takes "1_000", "nan" and "infinity"; a number on the bus is
 # what JSON and CSV writers produce, nothing more.
@@ -252,13 +255,27 @@ def _command(obj: dict[str, Any], dataset: str) -> Command:
     )
 
 
-def parse_event_obj(obj: Any) -> Event:
-    """Validate one event given as a decoded JSON value; the stored body has `dataset` filled in."""
+def _event_id(obj: dict[str, Any], system: bool) -> None:
+    value = _string(obj, "id", required=False)
+    if value is None:
+        return
+    # MySQL compares ids with PAD SPACE: "x" and "x " would be one key there and two here.
+    if value != value.strip():
+        raise Rejected("bad_field", "field 'id' must not begin or end with whitespace")
+    if not system and value.startswith(RESERVED_ID_PREFIXES):
+        raise Rejected("bad_field", f"ids starting with '{value.split(':')[0]}:' are reserved for modelbus itself")
+
+
+def parse_event_obj(obj: Any, *, system: bool = False) -> Event:
+    """Validate one event given as a decoded JSON value; the stored body has `dataset` filled in.
+
+    `system` admits the ids modelbus reserves for its own events (and re-reads of stored ones).
+    """
     obj = _require_object(obj)
     kind = _string(obj, "type", required=True, max_len=32)
     if kind not in _EVENT_FIELDS:
         raise Rejected("unknown_type", f"type '{kind}' is unknown (expected 'training' or 'command')")
-    _string(obj, "id", required=False)
+    _event_id(obj, system)
     _ts(obj)
     dataset = _dataset(obj)
     body = {**obj, "dataset": dataset}

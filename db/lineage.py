@@ -64,7 +64,7 @@ def _training_query(dataset: str, before: int):
 def _training(row: EventRow) -> Training:
     """The training record of a log row, or BuildError (only a row altered in the database fails)."""
     try:
-        record = parse_event_obj(json.loads(row.payload))
+        record = parse_event_obj(json.loads(row.payload), system=True)
     except (Rejected, ValueError) as exc:
         raise BuildError(f"event {row.position} is not a valid training record: {exc}") from None
     if not isinstance(record, Training):

@@ -118,7 +118,7 @@ training_records = Table(
     metadata,
     Column("position", BigInteger, primary_key=True, autoincrement=False),
     Column("dataset", String(64), nullable=False),
-    Column("features", Text, nullable=False),
+    Column("features", LongText, nullable=False),
     Column("label", Double, nullable=False),
     Index("ix_training_records_dataset_position", "dataset", "position"),
     **_MYSQL,

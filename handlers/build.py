@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any, Callable, Sequence
 
 from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
 from builders.base import BuildError, BuildResult, get_builder
 from commands.messages import BUILD_COMMANDS, Command, Rejected, canonical_json
@@ -68,7 +69,7 @@ class BuildOutcome:
 
 def parse_command(row: EventRow) -> Command:
     """The command stored in a log row; ValueError/Rejected only for a row altered in the database."""
-    event = parse_event_obj(json.loads(row.payload))
+    event = parse_event_obj(json.loads(row.payload), system=True)
     if not isinstance(event, Command):
         raise ValueError(f"event {row.position} is stored as a command but holds a {event.type}")
     return event
@@ -102,8 +103,11 @@ def run_build(engine: Engine, model: str, dataset: str, before: int, params: dic
         outcome.sha256 = hashlib.sha256(artifact).hexdigest()
     except BuildError as exc:
         outcome.reason = str(exc)
-    except (ValueError, ArithmeticError, RuntimeError) as exc:
-        # A builder bug or a numerical failure is the build's, not the handler's: record it.
+    except DBAPIError:
+        raise  # the database, not the build: the follower retries the batch
+    except Exception as exc:
+        # A builder bug or a numerical failure is the build's, not the handler's: record it,
+        # or this one command would block every later build and promotion.
         log.exception("build of %s on %s before %d failed", model, dataset, before)
         outcome.reason = f"internal error: {type(exc).__name__}: {exc}"
     outcome.finished_at = utcnow()
@@ -238,7 +242,7 @@ class BuildHandler(Handler):
         event_id = auto_promote_id(mv.model, mv.dataset, mv.version)
         body = {"type": "command", "payload": "promote", "model": mv.model, "dataset": mv.dataset,
                 "version": mv.version, "id": event_id}
-        command = parse_event_obj(body)
+        command = parse_event_obj(body, system=True)
         item = Incoming(raw=canonical_json(command.body).encode(), source=Source(SYSTEM_SOURCE), event=command,
                         event_id=event_id)
         (outcome,) = append_batch(conn, [item], Schemas())

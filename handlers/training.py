@@ -15,7 +15,7 @@ from handlers.base import Handler
 
 def training_of(row: EventRow) -> Training:
     """The training record stored in a log row."""
-    event = parse_event_obj(json.loads(row.payload))
+    event = parse_event_obj(json.loads(row.payload), system=True)
     if not isinstance(event, Training):
         raise ValueError(f"event {row.position} is a {event.type}, not a training record")
     return event

@@ -476,3 +476,18 @@ def test_promotion_reaches_the_api_through_the_in_process_notice(tmp_path):
     services.wait(timeout=10)
     flask_app.extensions["modelbus"].close()
     application.close()
+
+
+def test_a_broker_that_is_down_is_a_503_not_a_500(tmp_path):
+    """Kafka mode with nothing listening at the bootstrap: writes answer 503 and say why."""
+    from modelbus.broker import free_port
+
+    application = App(Settings(database_url=f"sqlite:///{tmp_path / 'down.db'}",
+                               kafka_bootstrap=f"127.0.0.1:{free_port()}"))
+    flask_app = create_app(application)
+    try:
+        response = flask_app.test_client().post("/api/events", data=b'{"type":"training","payload":"3,4,5,6"}')
+        assert_error(response, 503, "unavailable", "retry later")
+    finally:
+        flask_app.extensions["modelbus"].close()
+        application.close()

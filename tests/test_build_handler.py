@@ -103,6 +103,25 @@ def test_failed_builds_are_recorded_and_leave_production_serving(store):
     assert registry.production(store.engine, "mlp", "default").version == 1
 
 
+def test_a_builder_bug_is_a_failed_build_not_a_stuck_handler(store, monkeypatch):
+    import builders.linear
+
+    def broken_fit(data, params=None):
+        raise TypeError("unsupported operand")
+
+    send_rows(store, linear_rows(30, seed=2))
+    bad = send_command(store, "build_linear")
+    monkeypatch.setattr(builders.linear.BUILDER, "fit", broken_fit)
+    run_builds(store)
+    monkeypatch.undo()
+    good = send_command(store, "build_linear")
+    run_builds(store)
+    attempts = {b["position"]: b for b in registry.builds(store.engine)}
+    assert attempts[bad]["status"] == "failed"
+    assert attempts[bad]["reason"] == "internal error: TypeError: unsupported operand"
+    assert attempts[good]["status"] == "ok"
+
+
 def test_a_worse_version_does_not_promote_an_equal_one_does(store):
     updates: list[ModelUpdate] = []
     handler = BuildHandler(store.engine, notify=updates.append)

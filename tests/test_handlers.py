@@ -167,3 +167,15 @@ def test_batches_respect_the_handler_batch_size(store):
     handler = Counting()
     Follower(store, handler).catch_up()
     assert [len(b) for b in handler.batches] == [3, 3, 2]
+
+
+def test_the_widest_accepted_record_fits_the_projection(store):
+    """10,000 values (the parser's limit) are ~70 KB of JSON: more than a MySQL TEXT column holds."""
+    # "100," in the message (40 KB, under the 64 KiB message limit) is "100.0, " when projected.
+    values = ",".join(["100"] * 10_000)
+    (outcome,) = store.append([msg(training(values, dataset="wide"))])
+    assert outcome.status == "accepted"
+    follower = Follower(store, TrainingRecords())
+    assert follower.catch_up() == 1
+    ((position, dataset, features, label),) = projection(store.engine)
+    assert (dataset, len(features), label) == ("wide", 9_999, 100.0)

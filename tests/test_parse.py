@@ -184,3 +184,17 @@ def test_an_escaped_surrogate_pair_is_a_character():
     event = parse_event(rb'{"type":"training","payload":"1,2","id":"\ud83d\ude80"}')
     assert event.body["id"] == "\U0001F680"
     assert rejected(parse_request, rb'{"model":"mlp","payload":"1","id":"\ud800"}').code == "not_utf8"
+
+
+@pytest.mark.parametrize("ident", ["x ", " x", "x\t"])
+def test_an_id_with_outer_whitespace_is_refused(ident):
+    # MySQL's PAD SPACE collation would make "x " collide with "x" and stall ingest.
+    error = rejected(parse_event_obj, {"type": "training", "payload": "1,2", "id": ident})
+    assert (error.code, error.message) == ("bad_field", "field 'id' must not begin or end with whitespace")
+
+
+def test_ids_reserved_for_modelbus_are_refused_from_clients_only():
+    body = {"type": "command", "payload": "promote", "model": "mlp", "version": 1, "id": "auto-promote:mlp:default:1"}
+    error = rejected(parse_event_obj, dict(body))
+    assert error.code == "bad_field" and "reserved" in error.message
+    assert parse_event_obj(dict(body), system=True).version == 1
