@@ -140,17 +140,24 @@ def seed_models(app, dataset: str = "default") -> None:
 # -- subprocesses -----------------------------------------------------------------------------
 
 
+CLI_MAIN = "from modelbus.cli import main; main()"
+
+
 class Proc:
     """A `modelbus ...` subprocess whose combined output is collected as it runs."""
 
-    def __init__(self, args: list[str], env: dict[str, str], name: str | None = None, cwd: str | Path | None = None):
+    # How often wait_for looks at the output again.
+    POLL_SECONDS = 0.05
+
+    def __init__(self, args: list[str], env: dict[str, str], name: str | None = None, cwd: str | Path | None = None,
+                 script: str = CLI_MAIN):
         import subprocess
         import sys
 
         self.name = name or args[0]
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from modelbus.cli import main; main()", *args],
+            [sys.executable, "-c", script, *args],
             cwd=cwd or ROOT,
             env=env,
             stdout=subprocess.PIPE,
@@ -171,12 +178,12 @@ class Proc:
     def log(self, last: int = 60) -> str:
         return f"--- {self.name} (exit {self.proc.poll()}) ---\n" + "\n".join(self.lines[-last:])
 
-    def wait_for(self, needle: str, timeout: float = 90.0) -> str:
-        """Block until an output line contains needle; returns the line."""
+    def wait_for(self, needle: str, timeout: float = 90.0, after: int = 0) -> str:
+        """Block until an output line (from line `after` on) contains needle; returns the line."""
         import time
 
         deadline = time.monotonic() + timeout
-        seen = 0
+        seen = after
         while True:
             lines = list(self.lines)
             for line in lines[seen:]:
@@ -187,7 +194,7 @@ class Proc:
                 raise AssertionError(f"{self.name} exited before {needle!r}\n{self.log()}")
             if time.monotonic() > deadline:
                 raise AssertionError(f"no {needle!r} from {self.name} within {timeout:.0f}s\n{self.log()}")
-            time.sleep(0.05)
+            time.sleep(self.POLL_SECONDS)
 
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM and wait for the exit code."""

@@ -6,9 +6,6 @@ from __future__ import annotations
 import json
 import random
 import re
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -21,11 +18,12 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from sqlalchemy import func, select
 
 from commands.kafka import create_topics, topic_ids
-from conftest import ROOT, kafka_settings, settings_env
+from conftest import kafka_settings, settings_env
 from db.engine import make_engine
 from db.schema import dead_letters, events, log_head
 from modelbus.broker import BrokerUnavailable, start_broker
 from modelbus.settings import Topics
+from serving_support import CLI_MAIN, Proc
 
 PARTITIONS = 4
 DEADLINE = 90.0
@@ -181,35 +179,16 @@ PENDING = "offsets pending: batch stored, offsets not committed"
 REDELIVERED = re.compile(r"ingest: (\d+) re-delivered messages were already in the log")
 
 
-class Worker:
+class Worker(Proc):
     """A `modelbus worker --no-handlers` subprocess whose log is collected as it runs."""
 
     ASSIGNED = re.compile(r"ingest: partitions assigned \[([0-9, ]*)\]")
+    # The kill must land inside the commit_delay window that a PENDING line opens.
+    POLL_SECONDS = 0.005
 
     def __init__(self, env: dict[str, str], name: str = "worker", commit_delay: float = 0.0):
-        self.name = name
-        self.lines: list[str] = []
-        command = [sys.executable, "-m", "modelbus.cli", "worker", "--no-handlers"]
-        if commit_delay:
-            command = [sys.executable, "-c", DELAYED_COMMIT % commit_delay, "worker", "--no-handlers"]
-        self.proc = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line.decode("utf-8", "replace").rstrip())
-
-    @property
-    def alive(self) -> bool:
-        return self.proc.poll() is None
+        script = DELAYED_COMMIT % commit_delay if commit_delay else CLI_MAIN
+        super().__init__(["worker", "--no-handlers"], env, name, script=script)
 
     def assignments(self) -> list[list[int]]:
         """Every partition assignment the worker logged, oldest first."""
@@ -219,19 +198,6 @@ class Worker:
             if match:
                 found.append(sorted(int(p) for p in match.group(1).split(",") if p.strip()))
         return found
-
-    def log(self, last: int = 40) -> str:
-        return f"--- {self.name} (exit {self.proc.poll()}) ---\n" + "\n".join(self.lines[-last:])
-
-    def wait_for(self, text: str, after: int = 0, timeout: float = DEADLINE) -> int:
-        """Block until a log line after line `after` contains `text`; returns its index."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.alive:
-            for index in range(after, len(self.lines)):
-                if text in self.lines[index]:
-                    return index
-            time.sleep(0.005)
-        pytest.fail(f"no log line with {text!r}\n{self.log()}")
 
     def redelivered(self) -> int:
         """How many re-delivered messages the worker found already stored."""
@@ -247,18 +213,6 @@ class Worker:
         self.proc.kill()
         self.proc.wait(10)
         self._reader.join(5)
-
-    def stop(self) -> int:
-        """SIGTERM and wait for a clean exit; returns the exit code."""
-        if self.alive:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait(10)
-        self._reader.join(5)
-        return code
 
 
 def wait_until(check: Callable[[], Any], timeout: float, what: str, workers: Iterable[Worker] = ()) -> Any:
