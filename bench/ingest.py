@@ -40,27 +40,21 @@ def services() -> Iterator[tuple[str, str]]:
     """A Tansu broker on a free port and an empty, migrated MySQL database; both removed after."""
     from db.engine import make_engine
     from db.migrate import upgrade
-    from modelbus.broker import free_port, start_broker
+    from modelbus.broker import throwaway_broker
 
     server = make_url(os.environ.get("MODELBUS_BENCH_MYSQL_URL") or os.environ.get("MODELBUS_TEST_MYSQL_URL") or DEFAULT_MYSQL)
     name = f"modelbus_bench_{uuid.uuid4().hex[:10]}"
     admin = create_engine(server, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"))
-    port = free_port()
-    broker = start_broker("127.0.0.1", port)
     try:
-        url = server.set(database=name).render_as_string(hide_password=False)
-        engine = make_engine(url)
-        upgrade(engine)
-        engine.dispose()
-        yield f"127.0.0.1:{port}", url
+        with throwaway_broker() as bootstrap:
+            url = server.set(database=name).render_as_string(hide_password=False)
+            engine = make_engine(url)
+            upgrade(engine)
+            engine.dispose()
+            yield bootstrap, url
     finally:
-        broker.terminate()
-        try:
-            broker.wait(10)
-        except subprocess.TimeoutExpired:
-            broker.kill()
         with admin.connect() as conn:
             conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
         admin.dispose()

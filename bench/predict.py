@@ -39,24 +39,18 @@ ROWS_PER_REQUEST = 50
 def services() -> Iterator[tuple[str, str]]:
     """A Tansu broker on a free port and a SQLite store holding one production version of each model."""
     from modelbus.app import App
-    from modelbus.broker import free_port, start_broker
+    from modelbus.broker import throwaway_broker
     from modelbus.settings import Settings
 
-    port = free_port()
-    broker = start_broker("127.0.0.1", port)
     workdir = tempfile.mkdtemp(prefix="modelbus-bench-")
     url = f"sqlite:///{workdir}/modelbus.db"
     try:
-        app = App(Settings(database_url=url))
-        _seed_models(app)
-        app.close()
-        yield f"127.0.0.1:{port}", url
+        with throwaway_broker() as bootstrap:
+            app = App(Settings(database_url=url))
+            _seed_models(app)
+            app.close()
+            yield bootstrap, url
     finally:
-        broker.terminate()
-        try:
-            broker.wait(10)
-        except subprocess.TimeoutExpired:
-            broker.kill()
         for name in os.listdir(workdir):
             os.unlink(os.path.join(workdir, name))
         os.rmdir(workdir)

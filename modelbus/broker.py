@@ -4,7 +4,9 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 
 class BrokerUnavailable(RuntimeError):
@@ -87,3 +89,23 @@ def start_broker(host: str = "127.0.0.1", port: int = 9092, log_file: Path | Non
     if proc.poll() is not None:
         raise BrokerUnavailable(f"tansu exited with code {proc.returncode}")
     return proc
+
+
+def stop_broker(proc: subprocess.Popen) -> None:
+    """SIGTERM the broker and wait; SIGKILL it if it has not exited within 10 s."""
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@contextmanager
+def throwaway_broker(host: str = "127.0.0.1") -> Iterator[str]:
+    """A broker on a free port for the duration of the block; yields its bootstrap address."""
+    port = free_port(host)
+    proc = start_broker(host, port)
+    try:
+        yield f"{host}:{port}"
+    finally:
+        stop_broker(proc)
