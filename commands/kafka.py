@@ -123,7 +123,7 @@ def run_group(consumer, topics: Iterable[str], stop: threading.Event, *, poll: C
     `log`, `name` and `doing` keep each worker's log lines its own (the logger's name shows).
     """
     from kafka import ConsumerRebalanceListener
-    from kafka.errors import CommitFailedError
+    from kafka.errors import CommitFailedError, KafkaError
     from kafka.structs import OffsetAndMetadata
 
     class Listener(ConsumerRebalanceListener):
@@ -136,9 +136,20 @@ def run_group(consumer, topics: Iterable[str], stop: threading.Event, *, poll: C
             ready.set()
 
     consumer.subscribe(list(topics), listener=Listener())
+    failures = 0
     try:
         while not stop.is_set():
-            polled = poll(consumer)
+            try:
+                polled = poll(consumer)
+                failures = 0
+            except KafkaError as exc:
+                # A broker or fetch error is not a reason to die: back off and poll again
+                # (the group re-delivers whatever was not committed).
+                failures += 1
+                delay = min(30.0, 0.5 * 2 ** min(failures, 6))
+                log.warning("%s: polling failed (%s: %s); retrying in %.1fs", name, type(exc).__name__, exc, delay)
+                stop.wait(delay)
+                continue
             if not polled:
                 continue
             records = [r for tp in sorted(polled, key=lambda tp: tp.partition) for r in polled[tp]]
@@ -152,5 +163,9 @@ def run_group(consumer, topics: Iterable[str], stop: threading.Event, *, poll: C
                 # again (ingest: the log's unique coordinates drop them; predictor: answered
                 # again, at least once).
                 log.warning("%s: offset commit failed after a rebalance: %s", name, exc)
+            except KafkaError as exc:
+                # Same outcome as above: the batch is re-delivered and the work is idempotent.
+                log.warning("%s: offset commit failed (%s: %s); the batch will be re-delivered",
+                            name, type(exc).__name__, exc)
     finally:
         consumer.close(autocommit=False)

@@ -65,12 +65,16 @@ def rejected(raw: bytes, source: Source, error: Rejected) -> Incoming:
 
 def _poison(exc: Exception) -> bool:
     """True when a message's content, not the database or the broker, made a batch fail."""
-    from sqlalchemy.exc import DataError, SQLAlchemyError
+    from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
     # DataError: MySQL refused a value (incorrect string, too long). A plain ValueError
     # (UnicodeEncodeError for a lone surrogate the JSON parser let through) comes from
-    # binding the row; retrying either can only fail again.
-    return isinstance(exc, DataError) or (isinstance(exc, (ValueError, TypeError)) and not isinstance(exc, SQLAlchemyError))
+    # binding the row; retrying either can only fail again. An IntegrityError that outlived
+    # the store's retries (which re-read what other writers committed) is a key the database
+    # equates with a stored one although Python does not (a collation rule): also content.
+    return isinstance(exc, (DataError, IntegrityError)) or (
+        isinstance(exc, (ValueError, TypeError)) and not isinstance(exc, SQLAlchemyError)
+    )
 
 
 def store_and_report(

@@ -16,8 +16,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 from commands.messages import Rejected
 from commands.transport import Transport
-from db.events import EventStore, Incoming, Source
-from handlers.ingest import store_and_report
+from db.events import EventStore, Source
+from handlers.ingest import rejected, store_and_report
 from handlers.predict import REGISTRY_UNAVAILABLE, ModelCache, parse_item, predict_batch
 from modelbus.settings import Settings
 
@@ -78,7 +78,9 @@ class PredictionWorker:
             if "error" in answer:
                 source = Source("kafka", record.topic, self._topic_ids.get(record.topic, ""), record.partition, record.offset)
                 error = Rejected(answer["error"]["code"], answer["error"]["message"])
-                rejects.append(Incoming(raw=raw, source=source, error=error))
+                # rejected() keeps a huge request's head only: a row over the server's packet
+                # limit would fail the batch again on every retry.
+                rejects.append(rejected(raw, source, error))
                 reject_keys.append(record.key)
         if rejects:
             # The dead-letter rows are unique per request coordinate, so a re-delivered
@@ -150,7 +152,13 @@ def apply_update(cache: ModelCache, value: bytes | None) -> bool:
     except (ValueError, KeyError, TypeError) as exc:
         log.warning("ignoring an unreadable model-update notice %r: %s", (value or b"")[:200], exc)
         return False
-    loaded = cache.on_update(model, dataset)
+    try:
+        loaded = cache.on_update(model, dataset)
+    except Exception:
+        # A database blip while every serving process reloads at once must not stop them
+        # all: keep what is loaded; the alias poll picks the move up when the store is back.
+        log.exception("reloading %s/%s after a model-update notice failed; the alias poll retries", model, dataset)
+        return False
     log.info("model update %s/%s v%s: serving %s", model, dataset, notice.get("version"),
              f"v{loaded.version}" if loaded else "nothing")
     return True

@@ -327,3 +327,20 @@ def test_an_unreadable_registry_is_an_answer_not_a_crash():
     [answer] = predict_batch(ModelCache(BrokenRegistry()), items({"model": "mlp", "payload": "1,2,3", "id": "x"}))
     assert answer["id"] == "x" and answer["error"]["code"] == "registry_unavailable"
     assert "ConnectionError" in answer["error"]["message"]
+
+
+def test_a_model_update_during_a_database_outage_keeps_the_loaded_version(registry, cache, monkeypatch):
+    """Every serving process reloads on a notice at once: a database blip then must not stop them."""
+    from sqlalchemy.exc import OperationalError
+
+    from handlers.predictor import apply_update
+
+    cache.warm()
+
+    def down(*_args):
+        raise OperationalError("SELECT ...", {}, Exception("MySQL server has gone away"))
+
+    monkeypatch.setattr(registry, "production", down)
+    assert apply_update(cache, b'{"model":"mlp","dataset":"default","version":2}') is False
+    [answer] = predict_batch(cache, items({"model": "mlp", "payload": "1,2,3"}))
+    assert answer["version"] == 1
