@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, Select, delete, func, insert, select, update
 
 from db.schema import aliases as aliases_table
 from db.schema import builds as builds_table
@@ -124,18 +124,19 @@ def get_version(engine: Engine, model: str, dataset: str, version: int) -> Model
     return _version(row, True) if row is not None else None
 
 
+def _production_query(query: Select, model: str, dataset: str) -> Select:
+    """`query` over model_versions narrowed to the version behind (model, dataset)'s production alias."""
+    return query.join(
+        aliases_table,
+        (aliases_table.c.model == model_versions.c.model)
+        & (aliases_table.c.dataset == model_versions.c.dataset)
+        & (aliases_table.c.version == model_versions.c.version),
+    ).where(aliases_table.c.model == model, aliases_table.c.dataset == dataset, aliases_table.c.alias == PRODUCTION)
+
+
 def production(engine: Engine, model: str, dataset: str) -> ModelVersion | None:
     """The version behind the production alias of (model, dataset), with its artifact, or None."""
-    query = (
-        select(model_versions)
-        .join(
-            aliases_table,
-            (aliases_table.c.model == model_versions.c.model)
-            & (aliases_table.c.dataset == model_versions.c.dataset)
-            & (aliases_table.c.version == model_versions.c.version),
-        )
-        .where(aliases_table.c.model == model, aliases_table.c.dataset == dataset, aliases_table.c.alias == PRODUCTION)
-    )
+    query = _production_query(select(model_versions), model, dataset)
     with engine.connect() as conn:
         row = conn.execute(query).first()
     return _version(row, True) if row is not None else None
@@ -314,14 +315,7 @@ def version_main_metric(conn: Connection, model: str, dataset: str, version: int
 def current_production(conn: Connection, model: str, dataset: str) -> tuple[int, float] | None:
     """(version, main metric) behind the production alias, or None."""
     row = conn.execute(
-        select(model_versions.c.version, model_versions.c.main_metric)
-        .join(
-            aliases_table,
-            (aliases_table.c.model == model_versions.c.model)
-            & (aliases_table.c.dataset == model_versions.c.dataset)
-            & (aliases_table.c.version == model_versions.c.version),
-        )
-        .where(aliases_table.c.model == model, aliases_table.c.dataset == dataset, aliases_table.c.alias == PRODUCTION)
+        _production_query(select(model_versions.c.version, model_versions.c.main_metric), model, dataset)
     ).first()
     return (row[0], row[1]) if row is not None else None
 
