@@ -110,6 +110,14 @@ class Follower:
             if position >= target:
                 return applied
 
+    def release(self) -> None:
+        """Give the lease up (a no-op unless held): a stopping process lets the next owner start at once.
+
+        Safe while a build is still training in an abandoned thread: its final position
+        update checks the owner, so it cannot commit after another process took over.
+        """
+        positions.release(self.store.engine, self.handler.name, self.owner)
+
     def position(self) -> int:
         """The handler's committed position."""
         for state in positions.states(self.store.engine):

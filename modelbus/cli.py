@@ -92,6 +92,7 @@ def worker(ctx: click.Context, ingest: bool, run_handlers: bool) -> None:
         log.info("ingest ready: consuming %s from %s", app.settings.topics.events, app.settings.kafka_bootstrap)
     for handler in app.handlers() if run_handlers else []:
         follower = Follower(app.store, handler, poll_seconds=app.settings.handler_poll_seconds)
+        services.at_exit(follower.release)
         services.start(f"handler-{handler.name}", follower.run)
         log.info("handler %s ready", handler.name)
     if not services.wait():

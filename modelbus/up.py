@@ -53,6 +53,7 @@ def start_parts(app: App, services: Services, *, api: bool = True, scheduler: bo
 
     for handler in app.handlers():
         follower = Follower(app.store, handler, poll_seconds=settings.handler_poll_seconds)
+        services.at_exit(follower.release)
         services.start(f"handler-{handler.name}", follower.run)
         log.info("handler %s ready", handler.name)
 

@@ -179,3 +179,34 @@ def test_the_widest_accepted_record_fits_the_projection(store):
     assert follower.catch_up() == 1
     ((position, dataset, features, label),) = projection(store.engine)
     assert (dataset, len(features), label) == ("wide", 9_999, 100.0)
+
+
+def test_stopping_during_a_long_prepare_releases_the_lease(store):
+    """SIGTERM mid-build: the process exits within its timeout and the next owner need not wait out the lease."""
+    from modelbus.runtime import Services
+
+    fill(store, 3)
+    release = threading.Event()
+
+    class Slow(TrainingRecords):
+        def prepare(self, events):
+            release.wait(30)  # a long build that does not look at the stop event
+
+    services = Services()
+    follower = Follower(store, Slow(), "stopping", poll_seconds=0.01)
+    services.start("slow", follower.run)
+    services.at_exit(follower.release)
+    for _ in range(100):
+        if positions.states(store.engine)[0].owner == "stopping":
+            break
+        release.wait(0.05)
+    services.stop.set()
+    assert services.wait(timeout=0.5)
+    (state,) = positions.states(store.engine)
+    assert (state.owner, state.position) == (None, 0)
+    # The abandoned batch cannot commit after another process took over.
+    assert Follower(store, TrainingRecords(), "next").step() == 3
+    release.set()
+    for thread in services._threads:
+        thread.join(10)
+    assert [r[0] for r in projection(store.engine)] == [1, 2, 3]
