@@ -27,6 +27,7 @@ DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 # The code of an answer that failed because the registry could not be read (worth retrying).
 REGISTRY_UNAVAILABLE = "registry_unavailable"
 PINNED_CACHE_SIZE = 32
+MISSING_CACHE_SIZE = 1024
 # A refused request larger than this is answered without looking for its id.
 SALVAGE_MAX_BYTES = 8 * 1024 * 1024
 
@@ -144,7 +145,10 @@ class ModelCache:
     def __init__(self, registry: Registry, *, pinned_size: int = PINNED_CACHE_SIZE,
                  on_swap: Callable[[Loaded | None, Loaded | None], None] | None = None):
         self.registry = registry
-        self._production: dict[tuple[str, str], Loaded | None] = {}
+        self._production: dict[tuple[str, str], Loaded] = {}
+        # (model, dataset) pairs known to have no production version; bounded, because the
+        # names come from unauthenticated requests and must not grow memory without limit.
+        self._missing: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._pinned: OrderedDict[tuple[str, str, int], Loaded] = OrderedDict()
         self._pinned_size = pinned_size
         self._lock = threading.RLock()
@@ -160,9 +164,9 @@ class ModelCache:
             raise Rejected("unknown_model", f"model '{model}' is unknown (known: {', '.join(sorted(MODEL_KINDS))})")
         key = (model, dataset)
         try:
-            current = self._production[key]
+            current: Loaded | None = self._production[key]
         except KeyError:
-            current = self._reload(key, force=False)
+            current = None if key in self._missing else self._reload(key, force=False)
         if version is None:
             if current is None:
                 raise Rejected("no_production_version", f"{model} has no production version for dataset '{dataset}'")
@@ -203,6 +207,8 @@ class ModelCache:
         with self._lock:
             if not force and key in self._production:
                 return self._production[key]
+            if not force and key in self._missing:
+                return None
             old = self._production.get(key)
             mv = self.registry.production(*key)
             if mv is None and old is not None:
@@ -210,7 +216,10 @@ class ModelCache:
                 # serving what we have until the replayed alias comes back.
                 return old
             if mv is None:
-                new = None
+                self._missing[key] = None
+                while len(self._missing) > MISSING_CACHE_SIZE:
+                    self._missing.popitem(last=False)
+                return None
             elif old is not None and old.version == mv.version and old.uuid == str(mv.uuid):
                 return old
             else:
@@ -225,8 +234,9 @@ class ModelCache:
                     raise Rejected(
                         "model_unavailable", f"{mv.model} v{mv.version} of dataset '{mv.dataset}' cannot be loaded"
                     ) from None
-            changed = (old.key if old else None) != (new.key if new else None)
+            changed = (old.key if old else None) != new.key
             self._production[key] = new
+            self._missing.pop(key, None)
             if changed:
                 self.swaps += 1
                 log.info("serving %s for %s/%s (was %s)", f"v{new.version}" if new else "nothing",

@@ -344,3 +344,18 @@ def test_a_model_update_during_a_database_outage_keeps_the_loaded_version(regist
     assert apply_update(cache, b'{"model":"mlp","dataset":"default","version":2}') is False
     [answer] = predict_batch(cache, items({"model": "mlp", "payload": "1,2,3"}))
     assert answer["version"] == 1
+
+
+def test_requests_naming_many_unknown_datasets_do_not_grow_the_cache(registry, cache):
+    """Dataset names come from unauthenticated requests: the 'no model here' memory is bounded."""
+    from handlers.predict import MISSING_CACHE_SIZE
+
+    cache.warm()
+    for i in range(MISSING_CACHE_SIZE + 500):
+        [answer] = predict_batch(cache, items({"model": "mlp", "payload": "1,2,3", "dataset": f"d{i}"}))
+        assert answer["error"]["code"] == "no_production_version"
+    assert len(cache._missing) == MISSING_CACHE_SIZE
+    assert {key for key in cache._production} == {("mlp", "default"), ("slr", "default"), ("linear", "default")}
+    reads = registry.reads
+    predict_batch(cache, items({"model": "mlp", "payload": "1,2,3", "dataset": f"d{MISSING_CACHE_SIZE + 499}"}))
+    assert registry.reads == reads  # a recent miss is answered from memory
