@@ -12,7 +12,6 @@ import click
 
 from modelbus.settings import load_settings
 
-log = logging.getLogger("modelbus")
 
 
 def _app(ctx: click.Context, migrate: bool = True):
@@ -77,24 +76,19 @@ def db_current(ctx: click.Context) -> None:
 @click.pass_context
 def worker(ctx: click.Context, ingest: bool, run_handlers: bool) -> None:
     """Ingest event_topic into the log and run the handlers, until SIGINT/SIGTERM."""
-    from handlers.runner import Follower
     from modelbus.runtime import Services
+    from modelbus.up import start_handlers, start_ingest
 
     app = _app(ctx)
     services = Services()
     services.install_signal_handlers()
     if ingest and app.settings.kafka_mode:
         from commands.kafka import create_topics
-        from handlers.ingest import IngestWorker
 
         create_topics(app.settings)
-        services.start("ingest", IngestWorker(app.settings, app.store, app.transport).run)
-        log.info("ingest ready: consuming %s from %s", app.settings.topics.events, app.settings.kafka_bootstrap)
-    for handler in app.handlers() if run_handlers else []:
-        follower = Follower(app.store, handler, poll_seconds=app.settings.handler_poll_seconds)
-        services.at_exit(follower.release)
-        services.start(f"handler-{handler.name}", follower.run)
-        log.info("handler %s ready", handler.name)
+        start_ingest(app, services)
+    if run_handlers:
+        start_handlers(app, services)
     if not services.wait():
         sys.exit(1)
 
@@ -266,7 +260,7 @@ def replay(ctx: click.Context, names: tuple[str, ...], wait: float) -> None:
 def broker(ctx: click.Context, host: str, port: int, partitions: int) -> None:
     """Start a local Kafka-compatible broker (Tansu, memory only) and create the topics."""
     from commands.kafka import create_topics
-    from modelbus.broker import BrokerUnavailable, start_broker
+    from modelbus.broker import BrokerUnavailable, start_broker, stop_broker
 
     try:
         proc = start_broker(host, port)
@@ -285,8 +279,7 @@ def broker(ctx: click.Context, host: str, port: int, partitions: int) -> None:
         pass
     finally:
         if proc.poll() is None:
-            proc.terminate()
-            proc.wait(10)
+            stop_broker(proc)
 
 
 @main.group()

@@ -51,27 +51,18 @@ def api(ctx: click.Context, host: str | None, port: int | None, threads: int | N
 def predictor(ctx: click.Context) -> None:
     """Answer prediction_request_topic on prediction_response_topic (Kafka mode), until SIGINT/SIGTERM."""
     from commands.kafka import create_topics
-    from handlers.predict import DbRegistry, ModelCache, dataset_labels
-    from handlers.predictor import PredictionWorker, reload_targets
     from modelbus.runtime import Services
+    from modelbus.up import start_predictor
 
     app = _app(ctx)
-    settings = app.settings
-    if not settings.kafka_mode:
+    if not app.settings.kafka_mode:
         raise click.ClickException(
             "the predictor consumes prediction_request_topic: set MODELBUS_KAFKA_BOOTSTRAP "
             "(in the embedded default the API answers predictions)"
         )
-    create_topics(settings)
-    cache = ModelCache(DbRegistry(app.engine))
-    loaded = cache.warm()
+    create_topics(app.settings)
     services = Services()
     services.install_signal_handlers()
-    worker = PredictionWorker(settings, app.store, cache, app.transport, dataset_labels(settings.datasets))
-    services.start("predictor", worker.run)
-    for name, target in reload_targets(settings, app.transport, cache):
-        services.start(name, target)
-    log.info("predictor ready: %d production models loaded; consuming %s, answering on %s",
-             loaded, settings.topics.prediction_requests, settings.topics.prediction_responses)
+    start_predictor(app, services)
     if not services.wait():
         sys.exit(1)

@@ -17,10 +17,49 @@ log = logging.getLogger("modelbus")
 DEMO_ROWS = ("3,4,5", "7,8,9")
 
 
-def start_parts(app: App, services: Services, *, api: bool = True, scheduler: bool = True):
-    """Start ingest and predictor (Kafka mode), the handlers, the API and the scheduler; returns the API server."""
+def start_ingest(app: App, services: Services) -> None:
+    """Consume event_topic into the log (Kafka mode; the topics must exist)."""
+    from handlers.ingest import IngestWorker
+
+    services.start("ingest", IngestWorker(app.settings, app.store, app.transport).run)
+    log.info("ingest ready: consuming %s from %s", app.settings.topics.events, app.settings.kafka_bootstrap)
+
+
+def start_handlers(app: App, services: Services) -> None:
+    """Follow the log with every handler; each releases its lease when the process stops."""
     from handlers.runner import Follower
 
+    for handler in app.handlers():
+        follower = Follower(app.store, handler, poll_seconds=app.settings.handler_poll_seconds)
+        services.at_exit(follower.release)
+        services.start(f"handler-{handler.name}", follower.run)
+        log.info("handler %s ready", handler.name)
+
+
+def start_predictor(app: App, services: Services, cache=None) -> None:
+    """Answer prediction requests (Kafka mode; the topics must exist).
+
+    Given a cache (the API's), the predictor shares it and its reload threads; without one it
+    loads its own and starts the reload threads for it.
+    """
+    from handlers.predict import DbRegistry, ModelCache, dataset_labels
+    from handlers.predictor import PredictionWorker, reload_targets
+
+    settings = app.settings
+    loaded = ""
+    if cache is None:
+        cache = ModelCache(DbRegistry(app.engine))
+        loaded = f"{cache.warm()} production models loaded; "
+        for name, target in reload_targets(settings, app.transport, cache):
+            services.start(name, target)
+    worker = PredictionWorker(settings, app.store, cache, app.transport, dataset_labels(settings.datasets))
+    services.start("predictor", worker.run)
+    log.info("predictor ready: %sconsuming %s, answering on %s", loaded, settings.topics.prediction_requests,
+             settings.topics.prediction_responses)
+
+
+def start_parts(app: App, services: Services, *, api: bool = True, scheduler: bool = True):
+    """Start ingest and predictor (Kafka mode), the handlers, the API and the scheduler; returns the API server."""
     settings = app.settings
     serving = server = None
     if api:
@@ -33,29 +72,13 @@ def start_parts(app: App, services: Services, *, api: bool = True, scheduler: bo
 
     if settings.kafka_mode:
         from commands.kafka import create_topics
-        from handlers.ingest import IngestWorker
-        from handlers.predict import DbRegistry, ModelCache, dataset_labels
-        from handlers.predictor import PredictionWorker, reload_targets
 
         create_topics(settings)
-        services.start("ingest", IngestWorker(settings, app.store, app.transport).run)
-        log.info("ingest ready: consuming %s from %s", settings.topics.events, settings.kafka_bootstrap)
+        start_ingest(app, services)
         # The predictor shares the API's model cache, so one set of reload threads serves both.
-        cache = serving.cache if serving is not None else ModelCache(DbRegistry(app.engine))
-        if serving is None:
-            cache.warm()
-            for name, target in reload_targets(settings, app.transport, cache):
-                services.start(name, target)
-        worker = PredictionWorker(settings, app.store, cache, app.transport, dataset_labels(settings.datasets))
-        services.start("predictor", worker.run)
-        log.info("predictor ready: answering %s on %s", settings.topics.prediction_requests,
-                 settings.topics.prediction_responses)
+        start_predictor(app, services, serving.cache if serving is not None else None)
 
-    for handler in app.handlers():
-        follower = Follower(app.store, handler, poll_seconds=settings.handler_poll_seconds)
-        services.at_exit(follower.release)
-        services.start(f"handler-{handler.name}", follower.run)
-        log.info("handler %s ready", handler.name)
+    start_handlers(app, services)
 
     if serving is not None and server is not None:
         serving.start(services.start)
