@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Select, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, Select, Table, delete, func, insert, select, update
 
 from db.schema import aliases as aliases_table
 from db.schema import builds as builds_table
@@ -177,16 +177,20 @@ def _build_dict(row: Any) -> dict:
     return build
 
 
+def _newest(table: Table, model: str | None, dataset: str | None, limit: int) -> Select:
+    """Rows of a per-command table (builds, promotions), newest log position first, optionally filtered."""
+    query = select(table)
+    if model is not None:
+        query = query.where(table.c.model == model)
+    if dataset is not None:
+        query = query.where(table.c.dataset == dataset)
+    return query.order_by(table.c.position.desc()).limit(limit)
+
+
 def builds(engine: Engine, model: str | None = None, dataset: str | None = None, limit: int = 50) -> list[dict]:
     """Build attempts, newest first, failed ones with their reason."""
-    query = select(builds_table)
-    if model is not None:
-        query = query.where(builds_table.c.model == model)
-    if dataset is not None:
-        query = query.where(builds_table.c.dataset == dataset)
-    query = query.order_by(builds_table.c.position.desc()).limit(limit)
     with engine.connect() as conn:
-        return [_build_dict(row) for row in conn.execute(query)]
+        return [_build_dict(row) for row in conn.execute(_newest(builds_table, model, dataset, limit))]
 
 
 def get_build(engine: Engine, *, event_id: str | None = None, position: int | None = None) -> dict | None:
@@ -204,14 +208,8 @@ def get_build(engine: Engine, *, event_id: str | None = None, position: int | No
 def promotion_history(engine: Engine, model: str | None = None, dataset: str | None = None,
                       limit: int = 50) -> list[dict]:
     """Promote commands and what came of them (moved, kept, failed), newest first."""
-    query = select(promotions)
-    if model is not None:
-        query = query.where(promotions.c.model == model)
-    if dataset is not None:
-        query = query.where(promotions.c.dataset == dataset)
-    query = query.order_by(promotions.c.position.desc()).limit(limit)
     with engine.connect() as conn:
-        return [dict(row._mapping) for row in conn.execute(query)]
+        return [dict(row._mapping) for row in conn.execute(_newest(promotions, model, dataset, limit))]
 
 
 # --- writes (inside the build handler's transaction) ---------------------------------------
