@@ -5,7 +5,6 @@ Neither is ever skipped: a missing MySQL server or broker fails the run with the
 from __future__ import annotations
 
 import os
-import subprocess
 import uuid
 from pathlib import Path
 from typing import Iterator
@@ -18,7 +17,7 @@ from db.engine import make_engine
 from db.events import EventStore, Schemas
 from db.migrate import upgrade
 from db.schema import log_head, metadata
-from modelbus.broker import BrokerUnavailable, free_port, start_broker
+from modelbus.broker import BrokerUnavailable, free_port, start_broker, stop_broker
 from modelbus.settings import Settings, Topics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,11 +35,7 @@ def kafka_bootstrap(tmp_path_factory) -> Iterator[str]:
     except BrokerUnavailable as exc:
         pytest.fail(f"the Kafka-protocol broker is required: {exc}", pytrace=False)
     yield f"127.0.0.1:{port}"
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop_broker(proc)
 
 
 @pytest.fixture(scope="session")
