@@ -49,3 +49,15 @@ def make_engine(url: str, **kwargs) -> Engine:
             **kwargs,
         )
     raise ValueError(f"unsupported database URL {parsed.render_as_string(hide_password=True)}: use sqlite:/// or mysql+pymysql://")
+
+
+def reachable(engine: Engine) -> bool:
+    """True when the database answers a trivial query now (a failure elsewhere was then the data's)."""
+    from sqlalchemy import text
+
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return True
+    except Exception:
+        return False
