@@ -1,13 +1,16 @@
-"""Kafka plumbing shared by the workers: consumers, topic creation, topic ids, the consumer-group loop."""
+"""Kafka plumbing shared by the workers: consumers, topics and their incarnations, the consumer-group loop."""
 from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 from modelbus.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# A topic id as Tansu and Kafka < 2.8 report "none".
+NO_TOPIC_ID = "00000000-0000-0000-0000-000000000000"
 
 
 def make_consumer(settings: Settings, group: str | None, topics: Iterable[str] = (), **config):
@@ -43,16 +46,45 @@ def admin(settings: Settings):
     return KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="modelbus-admin")
 
 
+def kafka_transport(settings: Settings):
+    """A KafkaTransport with the configured send timeout."""
+    from commands.transport import KafkaTransport
+
+    assert settings.kafka_bootstrap
+    return KafkaTransport(settings.kafka_bootstrap, timeout=settings.kafka_send_timeout_ms / 1000)
+
+
 def all_topics(settings: Settings) -> list[str]:
     """Every topic modelbus uses, from the settings."""
     t = settings.topics
-    return [t.events, t.prediction_requests, t.prediction_responses, t.errors, t.model_updates]
+    return [t.events, t.prediction_requests, t.prediction_responses, t.errors, t.model_updates, t.build_outcomes]
 
 
-def create_topics(settings: Settings, partitions: int = 3, topics: Iterable[str] | None = None) -> list[str]:
-    """Create the topics that do not exist yet; returns the names created."""
+def _create(client, settings: Settings, names: list[str], partitions: int) -> list[str]:
     from kafka.errors import TopicAlreadyExistsError, for_code
 
+    # Model updates are few and every reader wants them all, in order.
+    result = client.create_topics(
+        {
+            name: {"num_partitions": 1 if name == settings.topics.model_updates else partitions, "replication_factor": 1}
+            for name in names
+        },
+        raise_errors=False,
+    )
+    created = []
+    for topic in result["topics"]:
+        error = for_code(topic["error_code"])
+        # Workers started together race to create the topics; the loser is fine.
+        if error is TopicAlreadyExistsError:
+            continue
+        if topic["error_code"]:
+            raise error(f"creating topic {topic['name']}: {topic.get('error_message') or error.__name__}")
+        created.append(topic["name"])
+    return [name for name in names if name in created]
+
+
+def create_topics(settings: Settings, partitions: int | None = None, topics: Iterable[str] | None = None) -> list[str]:
+    """Create the topics that do not exist yet (default: every modelbus topic); returns the names created."""
     client = admin(settings)
     try:
         wanted = list(topics) if topics is not None else all_topics(settings)
@@ -60,40 +92,102 @@ def create_topics(settings: Settings, partitions: int = 3, topics: Iterable[str]
         missing = [name for name in wanted if name not in existing]
         if not missing:
             return []
-        # Model updates are few and every reader wants them all, in order.
-        result = client.create_topics(
-            {
-                name: {"num_partitions": 1 if name == settings.topics.model_updates else partitions, "replication_factor": 1}
-                for name in missing
-            },
-            raise_errors=False,
-        )
-        created = []
-        for topic in result["topics"]:
-            error = for_code(topic["error_code"])
-            # Workers started together race to create the topics; the loser is fine.
-            if error is TopicAlreadyExistsError:
-                continue
-            if topic["error_code"]:
-                raise error(f"creating topic {topic['name']}: {topic.get('error_message') or error.__name__}")
-            created.append(topic["name"])
-        return [name for name in missing if name in created]
+        return _create(client, settings, missing, partitions or settings.topic_partitions)
     finally:
         client.close()
+
+
+def _ids(described: Iterable[Mapping]) -> dict[str, str]:
+    """topic -> id ('' when the broker names none) of the topics that exist."""
+    from kafka.errors import for_code, UnknownTopicOrPartitionError
+
+    ids = {}
+    for topic in described:
+        error = for_code(topic.get("error_code", 0) or 0)
+        if error is UnknownTopicOrPartitionError:
+            continue
+        value = topic.get("topic_id")
+        ids[topic["name"]] = "" if value is None or str(value) == NO_TOPIC_ID else str(value)
+    return ids
 
 
 def topic_ids(settings: Settings, topics: Iterable[str]) -> dict[str, str]:
     """The broker's topic id (a UUID string) of each existing topic; '' when the broker has none."""
     client = admin(settings)
     try:
-        described = client.describe_topics(list(topics))
+        return _ids(client.describe_topics(list(topics)))
     finally:
         client.close()
-    ids = {}
-    for topic in described:
-        value = topic.get("topic_id")
-        ids[topic["name"]] = "" if value in (None, "00000000-0000-0000-0000-000000000000") else str(value)
-    return ids
+
+
+class TopicWatch:
+    """Which incarnation of each consumed topic the consumer's positions belong to.
+
+    A topic deleted and created again, or every topic of a broker that keeps nothing on
+    disk and restarted, comes back with a new topic id and offsets from 0. Offsets read
+    before are meaningless there: a stale position skips the new topic's first messages and
+    an old coordinate would make a new message look like a re-delivery. So each batch is
+    checked against the topic ids *after* it was fetched (a fetch from a new incarnation is
+    then always seen), and a change sends the consumer back to the new topic's beginning;
+    the log's unique coordinates make re-reading harmless. Topics found missing (every topic
+    modelbus uses, not only the consumed ones) are created again.
+    """
+
+    def __init__(self, settings: Settings, consumed: Iterable[str], name: str, log: logging.Logger):
+        self.settings = settings
+        self.consumed = list(consumed)
+        self.name = name
+        self.log = log
+        self.ids: dict[str, str] = {}
+        self._client = None
+
+    def _admin(self):
+        if self._client is None:
+            self._client = admin(self.settings)
+        return self._client
+
+    def current(self) -> dict[str, str]:
+        """The topic ids on the broker now; missing modelbus topics are created first."""
+        client = self._admin()
+        wanted = all_topics(self.settings)
+        ids = _ids(client.describe_topics(wanted))
+        missing = [t for t in wanted if t not in ids]
+        if missing:
+            self.log.warning("%s: topics %s do not exist on the broker (restarted empty, or deleted); creating them",
+                             self.name, ", ".join(missing))
+            _create(client, self.settings, missing, self.settings.topic_partitions)
+            ids = _ids(client.describe_topics(wanted))
+        return ids
+
+    def check(self) -> list[str]:
+        """Consumed topics whose incarnation changed since the last check (none at the first); logged once."""
+        current = self.current()
+        changed = [t for t in self.consumed if t in self.ids and current.get(t, "") != self.ids[t]]
+        for topic in changed:
+            self._report(topic, self.ids[topic], current.get(topic, ""))
+        self.ids.update({t: current.get(t, "") for t in self.consumed})
+        return changed
+
+    def _report(self, topic: str, previous: str, now: str) -> None:
+        self.log.warning(
+            "%s: topic %s is a new incarnation on the broker (topic id %s -> %s): the broker restarted without "
+            "its data, or the topic was deleted and created again; reading it again from its beginning (what "
+            "the old topic held and was not stored yet is gone with it)", self.name, topic, previous or "none",
+            now or "none")
+
+    def close(self) -> None:
+        """Release the admin connection."""
+        if self._client is not None:
+            try:
+                self._client.close()
+            except Exception:
+                pass
+            self._client = None
+
+
+def backoff(attempt: int) -> float:
+    """Seconds to wait before retry number `attempt` (1, 2, ...): 1 s doubling up to 30 s."""
+    return min(30.0, 0.5 * 2 ** min(attempt, 6))
 
 
 def process_until_done(process: Callable[[list], object], records: list, stop: threading.Event, *,
@@ -104,50 +198,89 @@ def process_until_done(process: Callable[[list], object], records: list, stop: t
         try:
             process(records)
             return True
-        except Exception:
+        except Exception as exc:
             attempt += 1
-            delay = min(30.0, 0.5 * 2 ** min(attempt, 6))
-            log.exception("%s: %s a batch of %d failed (attempt %d); retrying in %.1fs",
-                          name, doing, len(records), attempt, delay)
+            delay = backoff(attempt)
+            log.warning("%s: %s a batch of %d failed (attempt %d: %s: %s); retrying in %.1fs",
+                        name, doing, len(records), attempt, type(exc).__name__, str(exc)[:300], delay)
+            if attempt == 1:
+                log.debug("%s: the failure in full", name, exc_info=True)
             if stop.wait(delay):
                 return False
 
 
+def _rewind(consumer, polled: Mapping) -> None:
+    """Put the consumer back at the first record of each polled partition (the batch was not processed)."""
+    for tp, records in polled.items():
+        if records:
+            consumer.seek(tp, records[0].offset)
+
+
 def run_group(consumer, topics: Iterable[str], stop: threading.Event, *, poll: Callable[[object], dict],
               process: Callable[[list], object], log: logging.Logger, name: str, doing: str,
-              on_assigned: Callable[[], None], ready: threading.Event) -> None:
-    """Subscribe `consumer` and poll, process until done, commit; until `stop` is set. Closes the consumer.
+              ready: threading.Event, watch: TopicWatch) -> None:
+    """Subscribe `consumer` and poll, check the topics' incarnation, process until done, commit; until `stop`.
 
     Offsets are committed only after process() returned for the whole batch; a batch still
     failing when `stop` is set stays uncommitted, so the group's next owner gets it again.
-    `log`, `name` and `doing` keep each worker's log lines its own (the logger's name shows).
+    `watch.ids` names the incarnation of the records handed to process(). Closes the
+    consumer. `log`, `name` and `doing` keep each worker's log lines its own.
     """
     from kafka import ConsumerRebalanceListener
     from kafka.errors import CommitFailedError, KafkaError
     from kafka.structs import OffsetAndMetadata
+
+    unchecked = threading.Event()
+
+    def restart_changed(changed: list[str]) -> None:
+        # Positions of partitions that stay assigned survive a rebalance (kafka-python keeps
+        # them), so an assignment after a broker restart may still hold the old topic's offsets.
+        consumer.seek_to_beginning(*[tp for tp in consumer.assignment() if tp.topic in changed])
 
     class Listener(ConsumerRebalanceListener):
         def on_partitions_revoked(self, revoked):
             log.info("%s: partitions revoked %s", name, sorted(tp.partition for tp in revoked))
 
         def on_partitions_assigned(self, assigned):
-            on_assigned()
+            # Checked before the positions are looked up and anything is fetched; a change after
+            # this shows in the check that follows every fetch. If the broker cannot say now,
+            # the next poll's records wait for the answer.
+            try:
+                changed = watch.check()
+                if changed:
+                    restart_changed(changed)
+            except Exception as exc:
+                log.warning("%s: reading the topic ids failed (%s); checking again after the next poll", name, exc)
+                unchecked.set()
             log.info("%s: partitions assigned %s", name, sorted(tp.partition for tp in assigned))
             ready.set()
 
-    consumer.subscribe(list(topics), listener=Listener())
     failures = 0
     try:
+        consumer.subscribe(list(topics), listener=Listener())
         while not stop.is_set():
+            polled = {}
             try:
                 polled = poll(consumer)
+                if polled or unchecked.is_set():
+                    # After the fetch: a fetch from a new incarnation always shows as a change here.
+                    changed = watch.check()
+                    unchecked.clear()
+                    if changed:
+                        restart_changed(changed)
+                        continue
                 failures = 0
-            except KafkaError as exc:
-                # A broker or fetch error is not a reason to die: back off and poll again
-                # (the group re-delivers whatever was not committed).
+            except Exception as exc:
+                # A broker or fetch error is not a reason to die: back off and poll again.
                 failures += 1
-                delay = min(30.0, 0.5 * 2 ** min(failures, 6))
-                log.warning("%s: polling failed (%s: %s); retrying in %.1fs", name, type(exc).__name__, exc, delay)
+                delay = backoff(failures)
+                log.warning("%s: the broker failed us (%s: %s); retrying in %.1fs", name, type(exc).__name__, exc, delay)
+                if polled:
+                    try:
+                        _rewind(consumer, polled)
+                    except Exception:
+                        log.debug("%s: rewinding failed; the group re-delivers what was not committed", name,
+                                  exc_info=True)
                 stop.wait(delay)
                 continue
             if not polled:
@@ -168,4 +301,5 @@ def run_group(consumer, topics: Iterable[str], stop: threading.Event, *, poll: C
                 log.warning("%s: offset commit failed (%s: %s); the batch will be re-delivered",
                             name, type(exc).__name__, exc)
     finally:
+        watch.close()
         consumer.close(autocommit=False)

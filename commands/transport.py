@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import defaultdict
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -54,18 +55,33 @@ class InProcessTransport:
 
 
 class KafkaTransport:
-    """A kafka-python producer that reports failed sends at flush."""
+    """A kafka-python producer that reports failed sends at flush and replaces itself after a failure.
 
-    def __init__(self, bootstrap: str, *, max_request_size: int = 2 * 1024 * 1024, **config):
-        from kafka import KafkaProducer
+    An idempotent producer that loses its broker's state (a broker restarted empty, a
+    producer id expired) can fail for good ("InitProducerIdResponse: UnknownError") and
+    refuse every later send; so any failed send closes it and the next publish starts a
+    fresh one. The caller retries what failed: every caller's work is idempotent.
+    """
 
-        self._producer = KafkaProducer(
+    def __init__(self, bootstrap: str, *, timeout: float = 5.0, max_request_size: int = 2 * 1024 * 1024, **config):
+        linger_ms = 5
+        self.timeout = timeout
+        self._config = dict(
             bootstrap_servers=bootstrap,
             acks="all",
-            linger_ms=5,
+            linger_ms=linger_ms,
             max_request_size=max_request_size,
+            # Bounded waits: a broker that is down fails a send within `timeout` (an HTTP
+            # caller gets a 503, a worker backs off) instead of after kafka-python's minutes.
+            max_block_ms=int(timeout * 1000),
+            request_timeout_ms=int(timeout * 1000),
+            delivery_timeout_ms=int(timeout * 1000) + linger_ms,
             **config,
         )
+        self._lock = threading.Lock()
+        self._producer = None
+        self._generation = 0
+        self.replaced = 0
         # One process shares the producer between threads (ingest, predictor, HTTP); each
         # thread checks its own sends, so one thread's flush can neither take another's
         # failure nor let another report a lost message as sent.
@@ -77,17 +93,57 @@ class KafkaTransport:
             pending = self._local.pending = []
         return pending
 
+    def _current(self) -> tuple[Any, int]:
+        with self._lock:
+            if self._producer is None:
+                from kafka import KafkaProducer
+
+                self._producer = KafkaProducer(**self._config)
+                self._generation += 1
+            return self._producer, self._generation
+
+    def _discard(self, generation: int, error: BaseException) -> None:
+        """Close the producer of `generation` after a failed send, unless another thread already did."""
+        from kafka.errors import MessageSizeTooLargeError
+
+        if isinstance(error, MessageSizeTooLargeError):
+            return  # one record's fault, not the producer's
+        with self._lock:
+            if self._producer is None or generation != self._generation:
+                return
+            old, self._producer = self._producer, None
+            self.replaced += 1
+        log.warning("a Kafka send failed (%s: %s); replacing the producer", type(error).__name__, error)
+        try:
+            old.close(timeout=0)
+        except Exception:
+            log.debug("closing the failed producer", exc_info=True)
+
     def publish(self, topic: str, value: bytes, key: bytes | None = None) -> None:
         """Queue one message; its acknowledgement is checked at this thread's next flush."""
-        self._pending().append(self._producer.send(topic, value=value, key=key))
+        producer, generation = self._current()
+        try:
+            future = producer.send(topic, value=value, key=key)
+        except Exception as exc:
+            self._pending().clear()
+            self._discard(generation, exc)
+            raise
+        self._pending().append((generation, future))
 
-    def flush(self, timeout: float | None = 30.0) -> None:
-        """Wait for every message this thread queued; raise the first send error."""
-        self._producer.flush(timeout=timeout)
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait (at most `timeout`, default the transport's) for every message this thread queued; raise the first error."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         pending, self._local.pending = self._pending(), []
-        for future in pending:
-            future.get(timeout=timeout)
+        for generation, future in pending:
+            try:
+                future.get(timeout=max(0.0, deadline - time.monotonic()))
+            except Exception as exc:
+                self._discard(generation, exc)
+                raise
 
     def close(self) -> None:
         """Flush what is queued and close the connections."""
-        self._producer.close(timeout=10)
+        with self._lock:
+            producer, self._producer = self._producer, None
+        if producer is not None:
+            producer.close(timeout=self.timeout)

@@ -11,7 +11,9 @@ from typing import Sequence
 from commands.messages import Rejected
 from commands.parse import parse_event
 from commands.transport import Transport
+from db.engine import reachable
 from db.events import DUPLICATE, REJECTED, EventStore, Incoming, Outcome, Source, utcnow
+from handlers.isolate import run_isolating
 from modelbus.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,10 @@ def incoming(raw: bytes, source: Source, max_bytes: int, event_id: str | None = 
         event = parse_event(raw, max_bytes)
     except Rejected as exc:
         return rejected(raw, source, exc)
+    except Exception as exc:
+        # The parser's own failure: this message must not hold back the others.
+        log.exception("ingest: parsing the message at %s failed", source.describe())
+        return rejected(raw, source, Rejected("unparseable", f"the message could not be parsed: {type(exc).__name__}"))
     return Incoming(raw=raw, source=source, event=event, event_id=event.body.get("id") or event_id)
 
 
@@ -63,18 +69,14 @@ def rejected(raw: bytes, source: Source, error: Rejected) -> Incoming:
     return Incoming(raw=raw, source=source, error=error)
 
 
-def _poison(exc: Exception) -> bool:
-    """True when a message's content, not the database or the broker, made a batch fail."""
-    from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
-
-    # DataError: MySQL refused a value (incorrect string, too long). A plain ValueError
-    # (UnicodeEncodeError for a lone surrogate the JSON parser let through) comes from
-    # binding the row; retrying either can only fail again. An IntegrityError that outlived
-    # the store's retries (which re-read what other writers committed) is a key the database
-    # equates with a stored one although Python does not (a collation rule): also content.
-    return isinstance(exc, (DataError, IntegrityError)) or (
-        isinstance(exc, (ValueError, TypeError)) and not isinstance(exc, SQLAlchemyError)
-    )
+def is_outage(exc: Exception, engine) -> bool:
+    """True when the broker or the database, not a message, made a batch fail: retry it whole later."""
+    # kafka-python's errors are matched by module: publishing to error_topic failed.
+    if type(exc).__module__.startswith("kafka") or isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    # A database that answers a trivial query now did not fail us: something in the batch did
+    # (a value MySQL refuses, a row over max_allowed_packet that drops the connection).
+    return not reachable(engine)
 
 
 def store_and_report(
@@ -105,31 +107,26 @@ class IngestWorker:
         self.transport = transport
         self.counts: Counter[str] = Counter()
         self.ready = threading.Event()
-        self._topic_ids: dict[str, str] = {}
-
-    def _refresh_topic_ids(self) -> None:
-        from commands.kafka import topic_ids
-
-        self._topic_ids = topic_ids(self.settings, [self.settings.topics.events])
+        # topic -> the id of the incarnation the records handed to process() come from.
+        self.topic_ids: dict[str, str] = {}
 
     def process(self, records: Sequence) -> list[Outcome]:
-        """Store one polled batch (kafka-python ConsumerRecords, in offset order per partition)."""
+        """Store one polled batch (kafka-python ConsumerRecords, in offset order per partition).
+
+        A message that makes its batch fail while the database is up (a value the store
+        refuses, say) is found by halving the batch and becomes an 'unstorable' dead letter;
+        everything else in the batch is stored.
+        """
         items = [
             incoming(
                 r.value if r.value is not None else b"",
-                Source("kafka", r.topic, self._topic_ids.get(r.topic, ""), r.partition, r.offset),
+                Source("kafka", r.topic, self.topic_ids.get(r.topic, ""), r.partition, r.offset),
                 self.settings.max_message_bytes,
             )
             for r in records
         ]
-        keys = [r.key for r in records]
-        try:
-            outcomes = store_and_report(self.store, self.transport, self.settings.topics.errors, items, keys)
-        except Exception as exc:
-            if not _poison(exc):
-                raise
-            log.warning("ingest: a batch of %d cannot be stored (%s: %s); storing it message by message", len(items), type(exc).__name__, exc)
-            outcomes = self._store_one_by_one(items, keys)
+        pairs = list(zip(items, [r.key for r in records]))
+        outcomes = run_isolating(pairs, self._store, self._unstorable, lambda exc: is_outage(exc, self.store.engine))
         redelivered = sum(1 for o in outcomes if (o.status == DUPLICATE and o.event_id is None) or not o.new)
         if redelivered:
             log.info("ingest: %d re-delivered messages were already in the log", redelivered)
@@ -137,30 +134,28 @@ class IngestWorker:
             self.counts[outcome.status] += 1
         return outcomes
 
-    def _store_one_by_one(self, items: Sequence[Incoming], keys: Sequence[bytes | None]) -> list[Outcome]:
-        """Store each message alone; one the store refuses becomes an 'unstorable' dead letter."""
-        outcomes = []
-        for item, key in zip(items, keys):
-            try:
-                outcomes += store_and_report(self.store, self.transport, self.settings.topics.errors, [item], [key])
-            except Exception as exc:
-                if not _poison(exc):
-                    raise
-                error = Rejected("unstorable", f"the store refused the message: {type(exc).__name__}: {str(exc)[:300]}")
-                log.warning("ingest: %s at %s", error.message, item.source.describe())
-                dead = rejected(item.raw, item.source, error)
-                outcomes += store_and_report(self.store, self.transport, self.settings.topics.errors, [dead], [key])
-        return outcomes
+    def _store(self, pairs: Sequence[tuple[Incoming, bytes | None]]) -> list[Outcome]:
+        items, keys = [p[0] for p in pairs], [p[1] for p in pairs]
+        return store_and_report(self.store, self.transport, self.settings.topics.errors, items, keys)
+
+    def _unstorable(self, pair: tuple[Incoming, bytes | None], exc: Exception) -> list[Outcome]:
+        """The message alone fails to store: keep it as a dead letter with the store's reason."""
+        item, key = pair
+        # The driver's message may quote the message's own bad characters.
+        detail = str(exc)[:300].encode("utf-8", "backslashreplace").decode("utf-8")
+        error = Rejected("unstorable", f"the store refused the message: {type(exc).__name__}: {detail}")
+        log.warning("ingest: %s at %s", error.message, item.source.describe())
+        return self._store([(rejected(item.raw, item.source, error), key)])
 
     def run(self, stop: threading.Event) -> None:
         """Poll, store, report, commit; until `stop` is set. Never dies on a message."""
-        from commands.kafka import make_consumer, run_group
+        from commands.kafka import TopicWatch, make_consumer, run_group
 
-        self._refresh_topic_ids()
+        watch = TopicWatch(self.settings, [self.settings.topics.events], "ingest", log)
+        self.topic_ids = watch.ids
         consumer = make_consumer(self.settings, self.settings.ingest_group)
         run_group(
             consumer, [self.settings.topics.events], stop,
             poll=lambda c: c.poll(timeout_ms=500, max_records=self.settings.ingest_batch),
-            process=self.process, log=log, name="ingest", doing="storing",
-            on_assigned=self._refresh_topic_ids, ready=self.ready,
+            process=self.process, log=log, name="ingest", doing="storing", ready=self.ready, watch=watch,
         )

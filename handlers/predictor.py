@@ -17,13 +17,18 @@ from typing import Any, Callable, Mapping, Sequence
 from commands.messages import Rejected
 from commands.transport import Transport
 from db.events import EventStore, Source
-from handlers.ingest import rejected, store_and_report
-from handlers.predict import REGISTRY_UNAVAILABLE, ModelCache, parse_item, predict_batch
+from handlers.ingest import is_outage, rejected, store_and_report
+from handlers.isolate import run_isolating
+from handlers.predict import REGISTRY_UNAVAILABLE, ModelCache, error_response, parse_item, predict_batch
 from modelbus.settings import Settings
 
 log = logging.getLogger(__name__)
 
 ALIAS_POLL_SECONDS = 1.0
+
+
+class RegistryUnavailable(RuntimeError):
+    """The registry could not be read for a request: the database's fault, retry the batch."""
 
 
 def _finite(value: Any) -> Any:
@@ -57,42 +62,77 @@ class PredictionWorker:
         self.counts: Counter[str] = Counter()
         self.batches = 0
         self.ready = threading.Event()
-        self._topic_ids: dict[str, str] = {}
+        # topic -> the id of the incarnation the records handed to process() come from.
+        self.topic_ids: dict[str, str] = {}
+        # Requests of the batch in hand already answered, so a retry (its dead letters could
+        # not be stored yet) does not answer them again.
+        self._answered: set[tuple[str, int, int]] = set()
 
-    def _refresh_topic_ids(self) -> None:
-        from commands.kafka import topic_ids
-
-        self._topic_ids = topic_ids(self.settings, [self.settings.topics.prediction_requests])
+    def _source(self, record) -> Source:
+        return Source("kafka", record.topic, self.topic_ids.get(record.topic, ""), record.partition, record.offset)
 
     def process(self, records: Sequence) -> list[dict[str, Any]]:
-        """Answer one batch of ConsumerRecords; dead-letter the bad ones; wait for the broker's acks."""
-        topics = self.settings.topics
+        """Answer one batch of ConsumerRecords; dead-letter the bad ones; wait for the broker's acks.
+
+        A request that makes its batch fail while the database and the broker are up is found
+        by halving the batch, answered with an 'internal' error and kept as a dead letter.
+        """
+        answers = run_isolating(list(records), self._answer, self._unanswerable, self._is_outage)
+        self._answered.clear()
+        for answer in answers:
+            self.counts["error:" + answer["error"]["code"] if "error" in answer else "ok"] += 1
+        self.batches += 1
+        return answers
+
+    def _is_outage(self, exc: Exception) -> bool:
+        return isinstance(exc, RegistryUnavailable) or is_outage(exc, self.store.engine)
+
+    def _publish_answers(self, records: Sequence, answers: Sequence[dict[str, Any]]) -> None:
+        fresh = [(r, a) for r, a in zip(records, answers) if (r.topic, r.partition, r.offset) not in self._answered]
+        for record, answer in fresh:
+            self.transport.publish(self.settings.topics.prediction_responses, dump_response(answer), key=record.key)
+        self.transport.flush()
+        self._answered.update((r.topic, r.partition, r.offset) for r, _ in fresh)
+
+    def _answer(self, records: Sequence) -> list[dict[str, Any]]:
         raws = [r.value if r.value is not None else b"" for r in records]
         items = [parse_item(raw, self.settings.max_message_bytes) for raw in raws]
         answers = predict_batch(self.cache, items, labels=self.labels)
         if any(a.get("error", {}).get("code") == REGISTRY_UNAVAILABLE for a in answers):
             # Not the requests' fault: leave the batch uncommitted and retry until the database is back.
-            raise RuntimeError("the model registry is unreachable")
+            raise RegistryUnavailable("the model registry is unreachable")
+        # Answers first: a database that cannot take the dead letters right now delays the
+        # offset commit, not the good answers.
+        self._publish_answers(records, answers)
         rejects, reject_keys = [], []
         for record, raw, answer in zip(records, raws, answers):
             if "error" in answer:
-                source = Source("kafka", record.topic, self._topic_ids.get(record.topic, ""), record.partition, record.offset)
                 error = Rejected(answer["error"]["code"], answer["error"]["message"])
                 # rejected() keeps a huge request's head only: a row over the server's packet
                 # limit would fail the batch again on every retry.
-                rejects.append(rejected(raw, source, error))
+                rejects.append(rejected(raw, self._source(record), error))
                 reject_keys.append(record.key)
         if rejects:
             # The dead-letter rows are unique per request coordinate, so a re-delivered
             # batch does not store them twice; error_topic gets them again (at least once).
-            store_and_report(self.store, self.transport, topics.errors, rejects, reject_keys)
-        for record, answer in zip(records, answers):
-            self.transport.publish(topics.prediction_responses, dump_response(answer), key=record.key)
-        self.transport.flush()
-        for answer in answers:
-            self.counts["error:" + answer["error"]["code"] if "error" in answer else "ok"] += 1
-        self.batches += 1
+            store_and_report(self.store, self.transport, self.settings.topics.errors, rejects, reject_keys)
         return answers
+
+    def _unanswerable(self, record, exc: Exception) -> list[dict[str, Any]]:
+        """The request alone fails: answer it with an 'internal' error and keep it as a dead letter."""
+        raw = record.value if record.value is not None else b""
+        detail = str(exc)[:300].encode("utf-8", "backslashreplace").decode("utf-8")
+        error = Rejected("internal", f"the request could not be answered: {type(exc).__name__}: {detail}")
+        log.warning("predictor: %s at %s", error.message, self._source(record).describe())
+        try:
+            request_id = parse_item(raw, self.settings.max_message_bytes).id
+        except Exception:
+            request_id = None
+        answer = error_response(request_id, error)
+        self._publish_answers([record], [answer])
+        store_and_report(self.store, self.transport, self.settings.topics.errors,
+                         [rejected(raw, self._source(record), error)], [record.key])
+        return [answer]
 
     def _poll_batch(self, consumer) -> dict:
         """Up to predict_batch records: what is there now, then more until predict_wait_ms passes."""
@@ -114,10 +154,10 @@ class PredictionWorker:
 
     def run(self, stop: threading.Event) -> None:
         """Poll, answer, commit; until `stop` is set. Never dies on a request."""
-        from commands.kafka import make_consumer, run_group
-        from commands.transport import KafkaTransport
+        from commands.kafka import TopicWatch, kafka_transport, make_consumer, run_group
 
-        self._refresh_topic_ids()
+        watch = TopicWatch(self.settings, [self.settings.topics.prediction_requests], "predictor", log)
+        self.topic_ids = watch.ids
         # Request/response wants short fetches; Tansu holds a fetch for the whole wait even
         # when data arrives, so the fetch wait is the micro-batch wait (at least 5 ms:
         # shorter overloads the broker).
@@ -130,12 +170,12 @@ class PredictionWorker:
         # A producer of its own: offsets are committed after *these* answers are acknowledged,
         # and a transport shared with other threads (modelbus up) may have its flush check
         # another thread's sends and miss ours.
-        shared, self.transport = self.transport, KafkaTransport(self.settings.kafka_bootstrap)
+        shared, self.transport = self.transport, kafka_transport(self.settings)
         try:
             run_group(
                 consumer, [self.settings.topics.prediction_requests], stop,
                 poll=self._poll_batch, process=self.process, log=log, name="predictor", doing="answering",
-                on_assigned=self._refresh_topic_ids, ready=self.ready,
+                ready=self.ready, watch=watch,
             )
         finally:
             own, self.transport = self.transport, shared

@@ -4,8 +4,9 @@ from __future__ import annotations
 import logging
 from functools import cached_property
 
+from commands.kafka import kafka_transport
 from commands.publish import EventPublisher
-from commands.transport import InProcessTransport, KafkaTransport, Transport
+from commands.transport import InProcessTransport, Transport
 from db.engine import make_engine
 from db.events import EventStore, Schemas
 from db.migrate import upgrade
@@ -30,7 +31,7 @@ class App:
     def transport(self) -> Transport:
         """Kafka when a bootstrap is configured, else the in-process transport."""
         if self.settings.kafka_bootstrap:
-            return KafkaTransport(self.settings.kafka_bootstrap)
+            return kafka_transport(self.settings)
         return InProcessTransport()
 
     @cached_property

@@ -25,6 +25,7 @@ class Topics(BaseModel):
     prediction_responses: str = "prediction_response_topic"
     errors: str = "error_topic"
     model_updates: str = "model_update_topic"
+    build_outcomes: str = "build_outcome_topic"
 
 
 class DatasetSchema(BaseModel):
@@ -78,6 +79,8 @@ class Settings(BaseSettings):
     kafka_session_timeout_ms: int = Field(default=10_000, ge=1000)
     kafka_heartbeat_ms: int = Field(default=2_000, ge=100)
     kafka_fetch_wait_ms: int = Field(default=100, ge=1)
+    kafka_send_timeout_ms: int = Field(default=5_000, ge=100)
+    topic_partitions: int = Field(default=3, ge=1)
 
     @field_validator("kafka_bootstrap", "api_token")
     @classmethod

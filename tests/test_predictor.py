@@ -8,6 +8,7 @@ import threading
 from types import SimpleNamespace
 
 import pytest
+from kafka.errors import KafkaTimeoutError
 
 from commands.kafka import process_until_done
 from handlers.predict import ModelCache
@@ -31,7 +32,7 @@ class RecordingTransport:
         self.flushes += 1
         if self.failures:
             self.failures -= 1
-            raise RuntimeError("broker refused the batch")
+            raise KafkaTimeoutError("broker refused the batch")
 
     def close(self):
         pass
@@ -83,7 +84,7 @@ def test_an_unacknowledged_batch_is_answered_again_and_dead_lettered_once(worker
     transport = RecordingTransport(failures=1)
     worker = PredictionWorker(settings, store, cache, transport)
     records = [record(7, b'{"model":"slr","payload":"1,2,3","id":"a"}', b"k"), record(8, b"[]", b"k2")]
-    with pytest.raises(RuntimeError):
+    with pytest.raises(KafkaTimeoutError):
         worker.process(records)
     assert retried(worker, records, threading.Event()) is True
     assert transport.flushes >= 3  # failed, then the dead-letter flush and the answers' flush
