@@ -58,6 +58,23 @@ STATUS = {
 }
 
 
+# The code of an HTTP error by status, for Flask's and waitress's own errors alike.
+HTTP_ERROR_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    431: "headers_too_large",
+    500: "internal",
+    501: "not_implemented",
+}
+
+
+def http_error_code(status: int, reason: str) -> str:
+    """The error code of an HTTP error raised by the server or Flask rather than by a route."""
+    return HTTP_ERROR_CODES.get(status) or reason.lower().replace(" ", "_")
+
+
 class ApiError(Exception):
     """An error answered as {"error": {"code", "message"}} with its HTTP status."""
 
@@ -291,12 +308,7 @@ def create_app(app: Any, *, registry: Any = None, serving: Serving | None = None
 
     @flask_app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
-        code = {
-            404: "not_found",
-            405: "method_not_allowed",
-            413: "too_large",
-            400: "bad_request",
-        }.get(exc.code or 500, (exc.name or "error").lower().replace(" ", "_"))
+        code = http_error_code(exc.code or 500, exc.name or "error")
         message = exc.description or exc.name
         if exc.code == 404:
             message = f"no route for {request.method} {request.path}"
