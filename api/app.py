@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hmac
 import json
 import logging
@@ -14,7 +15,8 @@ from werkzeug.exceptions import HTTPException
 
 from commands.messages import BUILD_COMMANDS, MODEL_KINDS, Rejected, canonical_json
 from commands.parse import loads
-from commands.publish import outcome_json
+from commands.publish import EventPublisher, outcome_json
+from db.breaker import DatabaseUnavailable
 from db.events import REJECTED, event_json
 from handlers.ingest import ERROR_RAW_LIMIT
 from handlers.predict import (
@@ -26,6 +28,7 @@ from handlers.predict import (
     parse_item,
     parse_item_obj,
     predict_batch,
+    resolve,
 )
 
 from api.metrics import KafkaIngestLag, Metrics
@@ -53,6 +56,23 @@ STATUS = {
     "unavailable": 503,
     "registry_unavailable": 503,
 }
+
+
+# The code of an HTTP error by status, for Flask's and waitress's own errors alike.
+HTTP_ERROR_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    431: "headers_too_large",
+    500: "internal",
+    501: "not_implemented",
+}
+
+
+def http_error_code(status: int, reason: str) -> str:
+    """The error code of an HTTP error raised by the server or Flask rather than by a route."""
+    return HTTP_ERROR_CODES.get(status) or reason.lower().replace(" ", "_")
 
 
 class ApiError(Exception):
@@ -87,7 +107,7 @@ class Serving:
     def __init__(self, app: Any, registry: Any = None, metrics: Metrics | None = None):
         self.app = app
         self.settings = app.settings
-        self.registry = registry if registry is not None else DbRegistry(app.engine)
+        self.registry = registry if registry is not None else DbRegistry(app.api_engine)
         self.metrics = metrics
         self.cache = ModelCache(self.registry, on_swap=metrics.on_swap if metrics else None)
         self.labels = dataset_labels(self.settings.datasets)
@@ -103,6 +123,11 @@ class Serving:
 
     def predict(self, items: list[Item]) -> list[dict[str, Any]]:
         """Answers for parsed items, through the shared batcher."""
+        # A model not in memory is read from the registry here, in the caller's thread: in
+        # the batcher's thread a slow or silent database would hold up every concurrent
+        # caller, those whose model is loaded too.
+        for item in items:
+            resolve(self.cache, item)
         answers = self.batcher.submit(items)
         if self.metrics is not None:
             self.metrics.count_answers(answers)
@@ -211,9 +236,19 @@ def dead_letter_json(row: dict[str, Any]) -> dict[str, Any]:
 def _is_outage(exc: Exception) -> bool:
     """An error of the database or the broker (the caller may retry), not a bug of ours."""
     from sqlalchemy.exc import DBAPIError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
 
     # kafka-python's errors are matched by module so the API never imports Kafka.
-    return isinstance(exc, (DBAPIError, TimeoutError, ConnectionError)) or type(exc).__module__.startswith("kafka")
+    # ConnectionError includes db.breaker.DatabaseUnavailable; PoolTimeout is a wait for a
+    # pooled connection while the others are busy.
+    return (isinstance(exc, (DBAPIError, PoolTimeout, TimeoutError, ConnectionError))
+            or type(exc).__module__.startswith("kafka"))
+
+
+def _outage_message(exc: Exception) -> str:
+    if isinstance(exc, DatabaseUnavailable):
+        return str(exc)
+    return f"a backing service is unavailable ({type(exc).__name__}); retry later"
 
 
 def create_app(app: Any, *, registry: Any = None, serving: Serving | None = None) -> Flask:
@@ -223,8 +258,11 @@ def create_app(app: Any, *, registry: Any = None, serving: Serving | None = None
     (modelbus api and modelbus up do).
     """
     settings = app.settings
+    # Every request reads and writes through the API's engine (timeouts of seconds, circuit
+    # breaker); appends still wake this process's followers at once.
+    store = app.store.using(app.api_engine)
     kafka_lag = KafkaIngestLag(settings) if settings.kafka_mode else None
-    metrics = Metrics(app, kafka_lag)
+    metrics = Metrics(store, kafka_lag)
     serving = serving or Serving(app, registry, metrics)
     flask_app = Flask("modelbus")
     flask_app.config["MAX_CONTENT_LENGTH"] = settings.max_message_bytes * BATCH_BODY_FACTOR
@@ -233,6 +271,11 @@ def create_app(app: Any, *, registry: Any = None, serving: Serving | None = None
     flask_app.extensions["modelbus.metrics"] = metrics
     max_bytes = settings.max_message_bytes
     reg = serving.registry
+
+    @functools.cache
+    def publisher() -> EventPublisher:
+        # Made on first use: in Kafka mode it needs the producer.
+        return EventPublisher(settings, store, app.transport)
 
     def require_token() -> None:
         token = settings.api_token
@@ -265,12 +308,7 @@ def create_app(app: Any, *, registry: Any = None, serving: Serving | None = None
 
     @flask_app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
-        code = {
-            404: "not_found",
-            405: "method_not_allowed",
-            413: "too_large",
-            400: "bad_request",
-        }.get(exc.code or 500, (exc.name or "error").lower().replace(" ", "_"))
+        code = http_error_code(exc.code or 500, exc.name or "error")
         message = exc.description or exc.name
         if exc.code == 404:
             message = f"no route for {request.method} {request.path}"
@@ -287,10 +325,10 @@ def create_app(app: Any, *, registry: Any = None, serving: Serving | None = None
     @flask_app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
         if _is_outage(exc):
-            log.warning("%s %s: a backing service is unavailable: %s", request.method, request.path, exc)
-            return json_response(
-                error_body("unavailable", f"a backing service is unavailable ({type(exc).__name__}); retry later"), 503
-            )
+            # A refusal of the open breaker was logged once, when it opened.
+            if not isinstance(exc, DatabaseUnavailable):
+                log.warning("%s %s: a backing service is unavailable: %s", request.method, request.path, exc)
+            return json_response(error_body("unavailable", _outage_message(exc)), 503)
         log.exception("unexpected error answering %s %s", request.method, request.path)
         return json_response(error_body("internal", "internal error; the server log has the details"), 500)
 
@@ -315,7 +353,7 @@ def create_app(app: Any, *, registry: Any = None, serving: Serving | None = None
         event: dict[str, Any] = {"type": "command", "payload": command}
         if "dataset" in request.args:
             event["dataset"] = request.args["dataset"]
-        [outcome] = app.publisher.post([event], "http")
+        [outcome] = publisher().post([event], "http")
         metrics.events.labels(outcome.status).inc()
         if outcome.status == REJECTED:
             assert outcome.error is not None
@@ -346,7 +384,7 @@ def create_app(app: Any, *, registry: Any = None, serving: Serving | None = None
                 items = [canonical_json(v).encode() for v in values]
             else:
                 is_list = False
-        outcomes = app.publisher.post(items, "http")
+        outcomes = publisher().post(items, "http")
         for outcome in outcomes:
             metrics.events.labels(outcome.status).inc()
         if not is_list:
@@ -427,27 +465,29 @@ def create_app(app: Any, *, registry: Any = None, serving: Serving | None = None
         after = _int_arg("after", 0, 0, 2**63 - 1)
         limit = _int_arg("limit", DEFAULT_PAGE, 1, MAX_PAGE)
         filters = {k: request.args[k] for k in ("type", "name", "dataset") if request.args.get(k)}
-        rows = app.store.read(after=after, limit=limit, **filters)
+        rows = store.read(after=after, limit=limit, **filters)
         events = [event_json(row) for row in rows]
         next_after = rows[-1].position if len(rows) == limit else None
-        return json_response({"events": events, "next": next_after, "head": app.store.head()})
+        return json_response({"events": events, "next": next_after, "head": store.head()})
 
     @flask_app.get("/api/errors")
     def list_errors() -> Response:
         after = _int_arg("after", 0, 0, 2**63 - 1)
         limit = _int_arg("limit", DEFAULT_PAGE, 1, MAX_PAGE)
-        rows = app.store.dead_letters(after=after, limit=limit)
+        rows = store.dead_letters(after=after, limit=limit)
         next_after = rows[-1]["id"] if len(rows) == limit else None
         return json_response({"errors": [dead_letter_json(r) for r in rows], "next": next_after,
-                              "total": app.store.dead_letter_count()})
+                              "total": store.dead_letter_count()})
 
     @flask_app.get("/healthz")
     def healthz() -> Response:
         try:
-            head = app.store.head()
+            head = store.head()
         except Exception as exc:
-            log.warning("health check: the database is unreachable: %s", exc)
-            raise ApiError("unavailable", f"the database is unreachable: {type(exc).__name__}") from None
+            if not isinstance(exc, DatabaseUnavailable):  # the breaker said so once, when it opened
+                log.warning("health check: the database is unreachable: %s", exc)
+            detail = str(exc) if isinstance(exc, DatabaseUnavailable) else type(exc).__name__
+            raise ApiError("unavailable", f"the database is unreachable: {detail}") from None
         return json_response({
             "status": "ok",
             "mode": "kafka" if settings.kafka_mode else "embedded",

@@ -9,6 +9,8 @@ from typing import Any, Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
+from db.breaker import DatabaseUnavailable
+
 log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -20,8 +22,8 @@ KAFKA_LAG_TTL = 5.0
 class StoreCollector:
     """Reads the log, handler positions, registry and (in Kafka mode) ingest lag at scrape time."""
 
-    def __init__(self, app: Any, kafka_lag: Callable[[], int | None] | None = None):
-        self.app = app
+    def __init__(self, store: Any, kafka_lag: Callable[[], int | None] | None = None):
+        self.store = store
         self.kafka_lag = kafka_lag
 
     def collect(self):
@@ -29,19 +31,23 @@ class StoreCollector:
         from db import positions
 
         try:
-            head = self.app.store.head()
+            head = self.store.head()
             yield GaugeMetricFamily("modelbus_log_head", "Position of the last event in the log.", value=head)
             lag = GaugeMetricFamily(
                 "modelbus_handler_lag_events", "Events in the log not yet applied by a handler.", labels=["handler"]
             )
-            for state in positions.states(self.app.engine):
+            for state in positions.states(self.store.engine):
                 lag.add_metric([state.name], max(0, head - state.position))
             yield lag
-            yield GaugeMetricFamily("modelbus_dead_letters", "Rejected messages stored.", value=self.app.store.dead_letter_count())
+            yield GaugeMetricFamily("modelbus_dead_letters", "Rejected messages stored.", value=self.store.dead_letter_count())
+        except DatabaseUnavailable:
+            pass  # the breaker logged the outage when it began
         except Exception:
             log.exception("metrics: reading the event store failed")
         try:
             yield from self._registry_metrics()
+        except DatabaseUnavailable:
+            pass
         except Exception:
             log.exception("metrics: reading the registry failed")
         if self.kafka_lag is not None:
@@ -57,7 +63,7 @@ class StoreCollector:
 
         from db.schema import builds
 
-        with self.app.engine.connect() as conn:
+        with self.store.engine.connect() as conn:
             rows = conn.execute(select(builds.c.model, builds.c.status, func.count()).group_by(builds.c.model, builds.c.status)).all()
         family = GaugeMetricFamily("modelbus_builds", "Build attempts recorded, by model and outcome.", labels=["model", "status"])
         for model, status, count in rows:
@@ -114,7 +120,7 @@ class KafkaIngestLag:
 class Metrics:
     """The counters and histograms the API updates, and the text it serves on /metrics."""
 
-    def __init__(self, app: Any = None, kafka_lag: Callable[[], int | None] | None = None):
+    def __init__(self, store: Any = None, kafka_lag: Callable[[], int | None] | None = None):
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("modelbus_http_requests", "HTTP requests answered.", ["method", "route", "status"], registry=r)
@@ -132,8 +138,8 @@ class Metrics:
         self.events = Counter("modelbus_events_posted", "Events posted over HTTP, by outcome.", ["status"], registry=r)
         self.builds_requested = Counter("modelbus_builds_requested", "Build commands queued over HTTP.", ["model"], registry=r)
         self.serving = Gauge("modelbus_serving_version", "Production version this process serves.", ["model", "dataset"], registry=r)
-        if app is not None:
-            r.register(StoreCollector(app, kafka_lag))
+        if store is not None:
+            r.register(StoreCollector(store, kafka_lag))
 
     def count_answers(self, answers: list[dict], default_model: str = "") -> None:
         """Count predictions by outcome."""

@@ -92,7 +92,7 @@ def openapi_document(settings: Any = None) -> dict[str, Any]:
                     "202": _json({"oneOf": [{"$ref": "#/components/schemas/Outcome"},
                                             {"type": "array", "items": {"$ref": "#/components/schemas/Outcome"}}]},
                                  "Accepted into the log (embedded) or queued on event_topic (Kafka)"),
-                    **_errors(400, 401, 413),
+                    **_errors(400, 401, 413, 503),
                 },
             },
             "get": {
@@ -102,7 +102,7 @@ def openapi_document(settings: Any = None) -> dict[str, Any]:
                                _query("name", "Event name (training, build_mlp, promote, ...)", {"type": "string"}),
                                _query("dataset", "Dataset", {"type": "string"})],
                 "responses": {"200": _json({"$ref": "#/components/schemas/EventPage"}, "A page of events"),
-                              **_errors(400)},
+                              **_errors(400, 503)},
             },
         },
         "/api/errors": {
@@ -111,14 +111,14 @@ def openapi_document(settings: Any = None) -> dict[str, Any]:
                 "tags": ["events"],
                 "parameters": _PAGE,
                 "responses": {"200": _json({"$ref": "#/components/schemas/ErrorPage"}, "A page of dead letters"),
-                              **_errors(400)},
+                              **_errors(400, 503)},
             }
         },
         "/api/models": {
             "get": {
                 "summary": "Every model and dataset with its production version",
                 "tags": ["models"],
-                "responses": {"200": _json({"type": "object"}, "Models")},
+                "responses": {"200": _json({"type": "object"}, "Models"), **_errors(503)},
             }
         },
         "/api/models/{model}": {
@@ -127,7 +127,7 @@ def openapi_document(settings: Any = None) -> dict[str, Any]:
                 "tags": ["models"],
                 "parameters": [model_param, _query("dataset", "Only this dataset", {"type": "string"}),
                                _query("builds", "How many build attempts to list", {"type": "integer", "default": 50})],
-                "responses": {"200": _json({"type": "object"}, "The model"), **_errors(400, 404)},
+                "responses": {"200": _json({"type": "object"}, "The model"), **_errors(400, 404, 503)},
             }
         },
         "/healthz": {
@@ -161,7 +161,7 @@ def openapi_document(settings: Any = None) -> dict[str, Any]:
                 "security": _BEARER,
                 "parameters": [_query("dataset", "Dataset to build (default 'default').", {"type": "string"})],
                 "responses": {"202": _json({"$ref": "#/components/schemas/Outcome"}, f"The {kind} build is queued"),
-                              **_errors(400, 401)},
+                              **_errors(400, 401, 503)},
             }
         }
     number_list = {"oneOf": [{"type": "string", "example": "3,4,5"}, {"type": "array", "items": {"type": "number"}}]}

@@ -1,11 +1,54 @@
 """Serving the Flask app with waitress (a production WSGI server), stoppable from another thread."""
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from typing import Any
 
+from waitress.channel import HTTPChannel
+from waitress.server import BaseWSGIServer
+from waitress.task import ErrorTask
+
+from api.app import error_body, http_error_code
+
 log = logging.getLogger(__name__)
+
+
+class JsonErrorTask(ErrorTask):
+    """waitress's own error responses (malformed request, headers or body too large) as the API's JSON body.
+
+    waitress answers these before the app sees the request, with a text/plain body of its own.
+    """
+
+    def execute(self) -> None:
+        """Write the error as {"error": {"code", "message"}} and close the connection after it."""
+        error = self.request.error
+        adj = self.channel.server.adj
+        if error.code == 413:
+            # max_request_body_size is the app's limit + 1 (waitress refuses sizes >= it).
+            message = f"request body is larger than {adj.max_request_body_size - 1} bytes"
+        elif error.code == 431:
+            message = f"request headers are larger than {adj.max_request_header_size} bytes"
+        elif error.code == 400:
+            message = f"malformed HTTP request: {error.body}"
+        elif error.code == 500:
+            # waitress puts a traceback here when expose_tracebacks is on; it stays in the log.
+            message = "internal error; the server log has the details"
+        else:
+            message = f"{error.reason.lower()}: {error.body}"
+        body = json.dumps(error_body(http_error_code(error.code, error.reason), message)).encode()
+        self.status = f"{error.code} {error.reason}"
+        self.response_headers.append(("Content-Type", "application/json"))
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
+class JsonErrorChannel(HTTPChannel):
+    """A waitress channel whose error responses are JSON (set on our server only, not globally)."""
+
+    error_task_class = JsonErrorTask
 
 
 class ApiServer:
@@ -17,9 +60,15 @@ class ApiServer:
         # channel_timeout: idle keep-alive connections of load generators are closed after a while.
         # waitress buffers a whole body (spilling to disk) before Flask's MAX_CONTENT_LENGTH
         # is checked; cap it at the socket so a huge upload is refused while it arrives.
+        # waitress refuses a body of max_request_body_size bytes or more; Flask one above its limit.
         max_body = getattr(wsgi_app, "config", {}).get("MAX_CONTENT_LENGTH") or 4 * 1024 * 1024
         self._server = create_server(wsgi_app, host=host, port=port, threads=threads, channel_timeout=60,
-                                     ident="modelbus", max_request_body_size=max_body)
+                                     ident="modelbus", max_request_body_size=max_body + 1)
+        for dispatcher in list(self._server._map.values()):
+            if isinstance(dispatcher, BaseWSGIServer):
+                # An attribute of this server's listener, so other waitress servers in the
+                # process keep their own channels.
+                dispatcher.channel_class = JsonErrorChannel
         self.host = host
         self.port = int(self._server.effective_port)
 

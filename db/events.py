@@ -282,14 +282,27 @@ def _transient(exc: DBAPIError) -> bool:
     return code in (1205, 1213, 2006, 2013) or "database is locked" in str(exc.orig)
 
 
+class _Appends:
+    """Local appends to one log, counted, so followers in the process wake at once."""
+
+    def __init__(self) -> None:
+        self.changed = threading.Condition()
+        self.generation = 0
+
+
 class EventStore:
     """The log in a database, shared by every entry point and follower in a process."""
 
     def __init__(self, engine: Engine, schemas: Schemas | None = None):
         self.engine = engine
         self.schemas = schemas or Schemas()
-        self._appended = threading.Condition()
-        self._generation = 0
+        self._appends = _Appends()
+
+    def using(self, engine: Engine) -> EventStore:
+        """The same log through another engine (the API's); its appends still wake this process's followers."""
+        other = EventStore(engine, self.schemas)
+        other._appends = self._appends
+        return other
 
     def append(self, items: Sequence[Incoming], attempts: int = 5) -> list[Outcome]:
         """Append a batch atomically, retrying transient conflicts; wakes local followers."""
@@ -304,21 +317,23 @@ class EventStore:
                 log.warning("append conflict (%s), retrying", exc.orig)
                 time.sleep(0.05 * attempt)
         if any(o.status == ACCEPTED for o in outcomes):
-            with self._appended:
-                self._generation += 1
-                self._appended.notify_all()
+            appends = self._appends
+            with appends.changed:
+                appends.generation += 1
+                appends.changed.notify_all()
         return outcomes
 
     def wait_for_append(self, generation: int, timeout: float) -> int:
         """Block until a local append after `generation` or the timeout; returns the new generation."""
-        with self._appended:
-            self._appended.wait_for(lambda: self._generation != generation, timeout)
-            return self._generation
+        appends = self._appends
+        with appends.changed:
+            appends.changed.wait_for(lambda: appends.generation != generation, timeout)
+            return appends.generation
 
     @property
     def generation(self) -> int:
         """A counter of local appends, for wait_for_append."""
-        return self._generation
+        return self._appends.generation
 
     def expected_values(self, dataset: str) -> int | None:
         """How many values a training record of `dataset` must carry, if known yet."""

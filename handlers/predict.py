@@ -256,7 +256,14 @@ class ModelCache:
 
     def refresh(self) -> bool:
         """Reload every alias that moved since the last call (the polling fallback); True if any did."""
-        generation = self.registry.alias_generation()
+        from db.breaker import DatabaseUnavailable
+
+        try:
+            generation = self.registry.alias_generation()
+        except DatabaseUnavailable:
+            # The database is known not to answer (its breaker logged that once): nothing can
+            # have been learnt; the first poll after it answers again catches up.
+            return False
         if generation == self._generation:
             return False
         # Read the generation before the aliases: a move in between shows up next time.
@@ -291,6 +298,8 @@ class Item:
     error: Rejected | None = None
     id: str | None = None
     raw: bytes | None = None
+    # The model that answers it, or why none can; set by resolve(), else by predict_batch.
+    resolved: Loaded | Rejected | None = None
 
 
 def _salvage_id(obj: Any) -> str | None:
@@ -395,6 +404,32 @@ def _responses(loaded: Loaded, requests: Sequence[PredictionRequest], date: str,
     return out
 
 
+def _lookup(cache: ModelCache, request: PredictionRequest) -> Loaded | Rejected:
+    """The model that answers `request` (read from the registry on a cache miss), or why none can."""
+    try:
+        loaded = cache.get(request.model, request.dataset, request.version)
+    except Rejected as exc:
+        return exc
+    except Exception as exc:
+        # The registry's database is down: say so instead of failing the whole batch.
+        log.warning("reading the registry for %s/%s failed: %s", request.model, request.dataset, exc)
+        return Rejected(REGISTRY_UNAVAILABLE, f"the model registry cannot be read right now ({type(exc).__name__})")
+    expected = loaded.predictor.n_features
+    if len(request.features) != expected:
+        return Rejected(
+            "wrong_feature_count",
+            f"payload has {len(request.features)} values; {loaded.model} v{loaded.version} of dataset "
+            f"'{loaded.dataset}' expects {expected} features",
+        )
+    return loaded
+
+
+def resolve(cache: ModelCache, item: Item) -> None:
+    """Find the model of a parsed item now, in this thread, so predict_batch never reads the registry for it."""
+    if item.request is not None and item.resolved is None:
+        item.resolved = _lookup(cache, item.request)
+
+
 def predict_batch(cache: ModelCache, items: Sequence[Item], *,
                   labels: Mapping[str, Mapping[str, str]] | None = None,
                   now: datetime | None = None) -> list[dict[str, Any]]:
@@ -413,23 +448,9 @@ def predict_batch(cache: ModelCache, items: Sequence[Item], *,
         if request is None:
             responses[index] = error_response(item.id, item.error or Rejected("bad_request", "unreadable request"))
             continue
-        try:
-            loaded = cache.get(request.model, request.dataset, request.version)
-            expected = loaded.predictor.n_features
-            if len(request.features) != expected:
-                raise Rejected(
-                    "wrong_feature_count",
-                    f"payload has {len(request.features)} values; {loaded.model} v{loaded.version} of dataset "
-                    f"'{loaded.dataset}' expects {expected} features",
-                )
-        except Rejected as exc:
-            responses[index] = error_response(request.id, exc)
-            continue
-        except Exception as exc:
-            # The registry's database is down: say so instead of failing the whole batch.
-            log.warning("reading the registry for %s/%s failed: %s", request.model, request.dataset, exc)
-            responses[index] = error_response(request.id, Rejected(
-                REGISTRY_UNAVAILABLE, f"the model registry cannot be read right now ({type(exc).__name__})"))
+        loaded = item.resolved if item.resolved is not None else _lookup(cache, request)
+        if isinstance(loaded, Rejected):
+            responses[index] = error_response(request.id, loaded)
             continue
         groups.setdefault(loaded.key, (loaded, []))[1].append(index)
     for loaded, indexes in groups.values():

@@ -4,10 +4,12 @@ from __future__ import annotations
 import logging
 from functools import cached_property
 
+from sqlalchemy import Engine
+
 from commands.kafka import kafka_transport
 from commands.publish import EventPublisher
 from commands.transport import InProcessTransport, Transport
-from db.engine import make_engine
+from db.engine import DbTimeouts, is_sqlite, make_engine
 from db.events import EventStore, Schemas
 from db.migrate import upgrade
 from handlers.base import Handler
@@ -15,17 +17,45 @@ from modelbus.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# Connections the API's engine holds besides one per server thread: the serving cache's
+# reload threads and, in `modelbus up`, the Kafka predictor read the registry through it.
+API_EXTRA_CONNECTIONS = 4
+
 
 class App:
     """The parts one modelbus process shares, built lazily from its settings."""
 
     def __init__(self, settings: Settings, *, migrate: bool = True):
         self.settings = settings
-        self.engine = make_engine(settings.database_url)
+        self.engine = make_engine(settings.database_url, DbTimeouts(
+            connect=settings.db_connect_timeout, io=settings.db_timeout, pool=settings.db_pool_timeout))
         if migrate:
             upgrade(self.engine)
         declared = {name: schema.features + 1 for name, schema in settings.datasets.items()}
         self.store = EventStore(self.engine, Schemas(declared=declared, auto=settings.auto_datasets))
+
+    @cached_property
+    def api_engine(self) -> Engine:
+        """The engine of HTTP requests (and of the serving cache's registry reads) on MySQL.
+
+        Its own engine, because no one set of timeouts suits both: a worker may legitimately
+        wait minutes on one statement (the migration lock, a lock wait behind another
+        appender, replay emptying a large projection) and a frozen database costs it only a
+        pause, while an HTTP caller and a server thread must not wait more than a few
+        seconds. So: api_db_timeout for every read and write and for connecting, and a
+        circuit breaker that refuses at once while the server is known not to answer, so
+        after the first timeout no request holds a server thread on it. A connection per
+        server thread (and a few for the reload threads) means a healthy burst never waits
+        for the pool; api_db_pool_timeout bounds the wait when it would. SQLite has no
+        server to freeze: the API shares the one engine.
+        """
+        if is_sqlite(self.engine):
+            return self.engine
+        s = self.settings
+        timeouts = DbTimeouts(connect=min(s.db_connect_timeout, s.api_db_timeout), io=s.api_db_timeout,
+                              pool=s.api_db_pool_timeout)
+        return make_engine(s.database_url, timeouts, breaker=True,
+                           pool_size=s.api_threads + API_EXTRA_CONNECTIONS)
 
     @cached_property
     def transport(self) -> Transport:
@@ -55,4 +85,6 @@ class App:
         """Flush the transport and drop pooled connections."""
         if "transport" in self.__dict__:
             self.transport.close()
+        if "api_engine" in self.__dict__ and self.api_engine is not self.engine:
+            self.api_engine.dispose()
         self.engine.dispose()

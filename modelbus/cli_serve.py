@@ -23,6 +23,9 @@ def api(ctx: click.Context, host: str | None, port: int | None, threads: int | N
     from modelbus.runtime import Services
 
     app = _app(ctx)
+    if threads:
+        # The API's database pool is sized from the thread count (modelbus.app.App.api_engine).
+        app.settings = app.settings.model_copy(update={"api_threads": threads})
     settings = app.settings
     flask_app = create_app(app)
     serving = flask_app.extensions["modelbus"]
@@ -33,7 +36,7 @@ def api(ctx: click.Context, host: str | None, port: int | None, threads: int | N
             flask_app,
             host or settings.api_host,
             settings.api_port if port is None else port,
-            threads or settings.api_threads,
+            settings.api_threads,
         )
     except OSError as exc:
         raise click.ClickException(f"cannot listen: {exc}") from None

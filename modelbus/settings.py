@@ -69,6 +69,18 @@ class Settings(BaseSettings):
     auto_datasets: bool = True
     datasets: dict[str, DatasetSchema] = {"default": DatasetSchema(features=3)}
     handler_poll_seconds: float = Field(default=0.2, gt=0)
+    # MySQL timeouts in seconds (modelbus/app.py says why the API has its own). Workers, the
+    # CLI and migrations: a silent database is waited out up to db_timeout between packets,
+    # longer than any one statement of theirs takes on a healthy server (the migration lock
+    # waits 120 s, an InnoDB lock wait 50 s; reading a large lineage streams, so it never goes
+    # quiet for long); a freeze shorter than that is only a pause.
+    db_connect_timeout: float = Field(default=5.0, gt=0, le=31_536_000)
+    db_timeout: float = Field(default=300.0, gt=0)
+    db_pool_timeout: float = Field(default=30.0, gt=0)
+    # HTTP requests: a healthy server answers them in milliseconds (a 2000-row append in well
+    # under a second), so a few seconds of silence means it is down: answer 503 then.
+    api_db_timeout: float = Field(default=5.0, gt=0)
+    api_db_pool_timeout: float = Field(default=1.0, gt=0)
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8080, ge=0, le=65535)
     api_threads: int = Field(default=8, ge=1)

@@ -40,7 +40,9 @@ def start_predictor(app: App, services: Services, cache=None) -> None:
     """Answer prediction requests (Kafka mode; the topics must exist).
 
     Given a cache (the API's), the predictor shares it and its reload threads; without one it
-    loads its own and starts the reload threads for it.
+    loads its own and starts the reload threads for it. Registry reads go through the API's
+    engine either way: seconds of timeout and a circuit breaker, so a frozen database makes
+    a batch back off instead of waiting out a worker's long timeout.
     """
     from handlers.predict import DbRegistry, ModelCache, dataset_labels
     from handlers.predictor import PredictionWorker, reload_targets
@@ -48,7 +50,7 @@ def start_predictor(app: App, services: Services, cache=None) -> None:
     settings = app.settings
     loaded = ""
     if cache is None:
-        cache = ModelCache(DbRegistry(app.engine))
+        cache = ModelCache(DbRegistry(app.api_engine))
         loaded = f"{cache.warm()} production models loaded; "
         for name, target in reload_targets(settings, app.transport, cache):
             services.start(name, target)

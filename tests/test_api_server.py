@@ -1,10 +1,15 @@
 """`modelbus api` as a user runs it: waitress on a real socket, seed routes and the JSON API over HTTP."""
 from __future__ import annotations
 
+import json
+import socket
+
 import numpy as np
 import pytest
 import requests
+from waitress.adjustments import Adjustments
 
+from api.app import BATCH_BODY_FACTOR
 from builders import get_builder
 from conftest import settings_env
 from db import registry
@@ -101,3 +106,62 @@ def test_modelbus_predictor_needs_kafka(tmp_path):
                                 env={"MODELBUS_KAFKA_BOOTSTRAP": ""})
     assert result.exit_code == 1
     assert "set MODELBUS_KAFKA_BOOTSTRAP" in result.output
+
+
+def raw_exchange(base: str, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send raw bytes on a new connection; the status, headers and body of the answer.
+
+    Each request here is sized so the server has read all of it when it answers: a server
+    closing with bytes unread resets the connection, and the answer may be lost with it.
+    """
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in header_lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+def test_errors_the_server_answers_before_the_app_are_json_too(server):
+    """waitress refuses these itself (bad framing, sizes over the limits); the body is still the API's JSON."""
+    base, _ = server
+    limit = Settings().max_message_bytes * BATCH_BODY_FACTOR
+    # A 10 MB upload, as a client sends it: refused as it arrives.
+    response = requests.post(f"{base}/api/events", data=b"x" * (10 * 1024 * 1024), timeout=30)
+    assert response.status_code == 413 and response.headers["Content-Type"] == "application/json"
+    assert response.json() == {"error": {"code": "too_large", "message": f"request body is larger than {limit} bytes"}}
+
+    max_header = Adjustments.max_request_header_size
+    chunk = limit + 1 - len(f"{limit:x}\r\n")  # framed, exactly one byte over the limit
+    cases = [
+        (b"GARBAGE\r\n\r\n", 400, "bad_request", "malformed http request: start line is invalid"),
+        (b"GET /healthz HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n", 400, "bad_request", "invalid header"),
+        (b"POST /api/events HTTP/1.1\r\nHost: x\r\nContent-Length: nine\r\n\r\n", 400, "bad_request",
+         "content-length is invalid"),
+        (b"POST /api/events HTTP/1.1\r\nHost: x\r\nContent-Length: 10485760\r\n\r\n", 413, "too_large",
+         f"larger than {limit} bytes"),
+        (b"POST /api/events HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+         + f"{chunk:x}\r\n".encode() + b"x" * chunk, 413, "too_large", f"larger than {limit} bytes"),
+        (b"POST /api/events HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400, "bad_request",
+         "invalid chunk size"),
+        (b"POST /api/events HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501, "not_implemented",
+         "transfer-encoding"),
+    ]
+    padding = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: "
+    cases.append((padding + b"a" * (max_header - len(padding)), 431, "headers_too_large",
+                  f"larger than {max_header} bytes"))
+    for raw, status, code, words in cases:
+        got, headers, body = raw_exchange(base, raw)
+        what = raw[:60]
+        assert (got, headers.get("content-type")) == (status, "application/json"), (what, got, body[:200])
+        error = json.loads(body)["error"]
+        assert error["code"] == code, (what, error)
+        assert words in error["message"].lower(), (what, error)
+    # The app's own 413 (a body under the server's cap, over the per-message limit) agrees.
+    over = requests.post(f"{base}/api/events", data=b"{" + b" " * Settings().max_message_bytes + b"}", timeout=30,
+                         headers={"Authorization": f"Bearer {TOKEN}"})
+    assert over.status_code == 413 and over.json()["error"]["code"] == "too_large"

@@ -16,6 +16,7 @@ from handlers.predict import (
     parse_item,
     parse_item_obj,
     predict_batch,
+    resolve,
 )
 from serving_support import FakeRegistry
 
@@ -359,3 +360,73 @@ def test_requests_naming_many_unknown_datasets_do_not_grow_the_cache(registry, c
     reads = registry.reads
     predict_batch(cache, items({"model": "mlp", "payload": "1,2,3", "dataset": f"d{MISSING_CACHE_SIZE + 499}"}))
     assert registry.reads == reads  # a recent miss is answered from memory
+
+
+def test_items_resolved_beforehand_never_read_the_registry_in_the_batch(registry, cache):
+    """The HTTP API resolves in each caller's thread, so the shared batch thread never waits on the database."""
+    cache.warm()
+    batch = items({"model": "mlp", "payload": "1,2,3", "id": "loaded"},
+                  {"model": "mlp", "payload": "1,2,3", "dataset": "elsewhere"},
+                  {"model": "linear", "payload": "1,2", "id": "short"},
+                  b"{nope")
+    for item in batch:
+        resolve(cache, item)
+    assert batch[0].resolved is cache.get("mlp", "default")
+    assert batch[1].resolved.code == "no_production_version"
+    assert batch[2].resolved.code == "wrong_feature_count"
+    assert batch[3].resolved is None  # unparsed: answered with its parse error
+    reads = registry.reads
+    answers = predict_batch(cache, batch)
+    assert registry.reads == reads
+    assert answers[0]["version"] == 1
+    # An id-less request still gets a generated id with its error.
+    assert answers[1]["error"]["code"] == "no_production_version" and len(answers[1]["id"]) == 32
+    assert [a.get("error", {}).get("code") for a in answers[2:]] == ["wrong_feature_count", "not_json"]
+
+
+def test_a_miss_waiting_on_the_registry_holds_up_no_other_caller(registry, cache):
+    """Serving.predict's order: resolve (may wait on the database), then the shared batcher."""
+    cache.warm()
+    release = threading.Event()
+    slow = registry.production
+
+    def frozen(model, dataset):
+        if dataset == "elsewhere":
+            release.wait(10)
+        return slow(model, dataset)
+
+    registry.production = frozen
+    batcher = MicroBatcher(lambda batch: predict_batch(cache, batch))
+
+    def predict(obj):
+        batch = items(obj)
+        for item in batch:
+            resolve(cache, item)
+        return batcher.submit(batch)
+
+    waiting = threading.Thread(target=predict, args=({"model": "slr", "payload": "1,2,3", "dataset": "elsewhere"},))
+    waiting.start()
+    try:
+        [answer] = predict({"model": "mlp", "payload": "1,2,3", "id": "meanwhile"})
+        assert answer["id"] == "meanwhile" and answer["version"] == 1
+        assert waiting.is_alive()
+    finally:
+        release.set()
+        waiting.join(10)
+        batcher.close()
+
+
+class UnavailableRegistry(FakeRegistry):
+    def alias_generation(self):
+        from db.breaker import DatabaseUnavailable
+
+        raise DatabaseUnavailable("the database is known not to answer")
+
+
+def test_polling_while_the_breaker_refuses_is_quiet_and_keeps_serving():
+    registry = UnavailableRegistry()
+    registry.add("mlp")
+    cache = ModelCache(registry)
+    cache.get("mlp", "default")
+    assert cache.refresh() is False
+    assert [loaded.version for loaded in cache.loaded()] == [1]
