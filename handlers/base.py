@@ -1,6 +1,7 @@
 """The interface every log handler implements."""
 from __future__ import annotations
 
+import threading
 from typing import Any, Sequence
 
 from sqlalchemy import Connection
@@ -24,8 +25,12 @@ class Handler:
         """The leading part of `events` to apply in one transaction (default: all)."""
         return events
 
-    def prepare(self, events: Sequence[EventRow]) -> Any:
-        """Slow, read-only work done outside the transaction (a build trains here)."""
+    def prepare(self, events: Sequence[EventRow], stop: threading.Event | None = None) -> Any:
+        """Slow, read-only work done outside the transaction (a build trains here).
+
+        Work that can take long raises builders.base.Cancelled once `stop` is set: the process
+        is stopping, nothing of the batch commits and the next owner of the lease redoes it.
+        """
         return None
 
     def apply(self, conn: Connection, events: Sequence[EventRow], prepared: Any) -> None:

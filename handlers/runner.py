@@ -9,6 +9,7 @@ import uuid
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
+from builders.base import Cancelled
 from db import positions
 from db.events import EventStore
 from db.positions import LostLease
@@ -66,8 +67,11 @@ class Follower:
             done.set()
             thread.join()
 
-    def step(self) -> int | None:
-        """Apply the next batch; returns events applied (0 when caught up), None without the lease."""
+    def step(self, stop: threading.Event | None = None) -> int | None:
+        """Apply the next batch; returns events applied (0 when caught up), None without the lease.
+
+        Cancelled when `stop` is set while the handler prepares (a build trains): nothing commits.
+        """
         handler = self.handler
         position = positions.claim(self.store.engine, handler.name, self.owner, self.lease_seconds)
         if position is None:
@@ -85,7 +89,7 @@ class Follower:
             new_position = head
         rows = taken
         with self._lease_kept():
-            prepared = handler.prepare(rows)
+            prepared = handler.prepare(rows, stop)
         with self.store.engine.begin() as conn:
             # Move the position first: it is a write, so the transaction takes the write
             # lock before any read (SQLite cannot upgrade a read snapshot that another
@@ -131,12 +135,15 @@ class Follower:
         try:
             while not stop.is_set():
                 try:
-                    done = self.step()
+                    done = self.step(stop)
                     self.failures = 0
                     self.last_error = None
                 except LostLease as exc:
                     log.warning("%s", exc)
                     done = None
+                except Cancelled as exc:
+                    log.info("handler %s: %s; the next owner of the lease redoes the batch", self.handler.name, exc)
+                    break
                 except Exception as exc:
                     self.failures += 1
                     self.last_error = f"{type(exc).__name__}: {exc}"

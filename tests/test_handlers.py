@@ -114,7 +114,7 @@ def test_losing_the_lease_mid_batch_rolls_the_batch_back(store):
     fill(store, 4)
 
     class Slow(TrainingRecords):
-        def prepare(self, events):
+        def prepare(self, events, stop=None):
             # Another process resets the position while this one is working.
             with store.engine.begin() as conn:
                 positions.reset(conn, "training_records", "me")
@@ -189,7 +189,7 @@ def test_stopping_during_a_long_prepare_releases_the_lease(store):
     release = threading.Event()
 
     class Slow(TrainingRecords):
-        def prepare(self, events):
+        def prepare(self, events, stop=None):
             release.wait(30)  # a long build that does not look at the stop event
 
     services = Services()
