@@ -37,6 +37,13 @@ class Handler:
         """Write the effects of `events` inside the transaction that also moves the position."""
         raise NotImplementedError
 
+    def record_failure(self, conn: Connection, event: EventRow, prepared: Any, reason: str) -> None:
+        """Record, in this handler's own tables, what became of an event it cannot apply (default: nothing).
+
+        Called inside the transaction that moves the position past the event and writes its
+        handler_failures row; if it raises, the event is recorded in handler_failures only.
+        """
+
     def reset(self, conn: Connection) -> None:
         """Drop what this handler built, so a replay starts from an empty projection."""
         raise NotImplementedError

@@ -263,13 +263,13 @@ class BuildHandler(Handler):
             log.info("appended %s at position %s", event_id, outcome.position)
 
     def _promote(self, conn: Connection, row: EventRow) -> ModelUpdate | None:
-        try:
-            command = parse_command(row)
-        except (Rejected, ValueError) as exc:
-            log.error("skipping promote event %d: %s", row.position, exc)
-            return None
+        # A promote that cannot be read or names a version no registry column holds raises:
+        # the follower records it as this handler's failure and moves past it.
+        command = parse_command(row)
         model, dataset, version = command.model, command.dataset, command.version
         assert model is not None and version is not None
+        if not _fits(version):
+            raise ValueError(f"version {version} is out of range: versions are 1 to {registry.INT_MAX}")
         automatic = is_automatic(row)
         target = registry.version_main_metric(conn, model, dataset, version)
         current = registry.current_production(conn, model, dataset)
@@ -301,6 +301,48 @@ class BuildHandler(Handler):
         )
         return update
 
+    def record_failure(self, conn: Connection, event: EventRow, prepared: _Batch, reason: str) -> None:
+        """A build command becomes a failed build, a promote naming a storable version a failed promotion."""
+        if event.name in BUILD_COMMANDS:
+            outcome = prepared.outcomes.get(event.position) or BuildOutcome(
+                model=BUILD_COMMANDS[event.name], dataset=event.dataset, requested_params=None)
+            registry.insert_build(
+                conn,
+                position=event.position,
+                event_id=event.event_id,
+                model=outcome.model,
+                dataset=outcome.dataset,
+                status="failed",
+                reason=f"the build could not be recorded: {reason}",
+                version=None,
+                params=outcome.requested_params,
+                n_events=outcome.lineage.n_events if outcome.lineage else None,
+                requested_at=event.received_at,
+                started_at=outcome.started_at,
+                finished_at=outcome.finished_at or utcnow(),
+                load_seconds=outcome.load_seconds,
+                fit_seconds=outcome.fit_seconds,
+            )
+        elif event.name == "promote":
+            try:
+                command = parse_command(event)
+            except (Rejected, ValueError):
+                return  # nothing to name in a promotion row
+            if command.model is None or command.version is None or not _fits(command.version):
+                return
+            registry.insert_promotion(
+                conn,
+                position=event.position,
+                model=command.model,
+                dataset=command.dataset,
+                version=command.version,
+                previous_version=None,
+                automatic=is_automatic(event),
+                status="failed",
+                reason=reason,
+                created_at=event.received_at,
+            )
+
     def reset(self, conn: Connection) -> None:
         """Empty the registry; a replay rebuilds the same versions from the log."""
         registry.reset(conn)
@@ -314,6 +356,11 @@ class BuildHandler(Handler):
                 self.notify(update)
             except Exception:
                 log.exception("publishing the model update %s failed; serving will poll", update)
+
+
+def _fits(version: int) -> bool:
+    """True for a version number the registry's INT columns can hold."""
+    return 1 <= version <= registry.INT_MAX
 
 
 def _summary(outcome: BuildOutcome) -> str:
