@@ -7,6 +7,7 @@ import importlib.metadata
 import json
 import math
 import platform
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
@@ -20,6 +21,16 @@ _MODULES = {"linear": "builders.linear", "mlp": "builders.mlp", "slr": "builders
 
 class BuildError(Exception):
     """A build that cannot run; the message is meant for the user who asked for it."""
+
+
+class Cancelled(Exception):
+    """A build stopped before it finished because its process is stopping; nothing of it is kept."""
+
+
+def check_stop(stop: threading.Event | None) -> None:
+    """Raise Cancelled once `stop` is set (long fits call it between steps)."""
+    if stop is not None and stop.is_set():
+        raise Cancelled("the build was cancelled: the process is stopping")
 
 
 class InputError(ValueError):
@@ -145,8 +156,13 @@ class Builder(abc.ABC):
         return validate(params, self.params_spec)
 
     @abc.abstractmethod
-    def fit(self, data: TrainingData, params: Mapping[str, Any] | None = None) -> BuildResult:
-        """Train on the split's train rows and measure on its test rows."""
+    def fit(self, data: TrainingData, params: Mapping[str, Any] | None = None,
+            stop: threading.Event | None = None) -> BuildResult:
+        """Train on the split's train rows and measure on its test rows.
+
+        A fit that can take long checks `stop` between steps (check_stop) and raises Cancelled
+        once it is set; checking never changes what a completed fit computes.
+        """
 
     @abc.abstractmethod
     def load(self, data: bytes) -> Model:

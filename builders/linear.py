@@ -1,6 +1,7 @@
 """Ordinary least squares of the label on all features, with an intercept."""
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any, Mapping
 
@@ -75,8 +76,9 @@ class LinearBuilder(Builder):
     main_metric = "r2"
     params_spec = PARAMS
 
-    def fit(self, data: TrainingData, params: Mapping[str, Any] | None = None) -> BuildResult:
-        """Fit on the train rows and measure on the test rows."""
+    def fit(self, data: TrainingData, params: Mapping[str, Any] | None = None,
+            stop: threading.Event | None = None) -> BuildResult:
+        """Fit on the train rows and measure on the test rows (one least-squares solve: `stop` is not checked)."""
         started = time.perf_counter()
         params = self.validate_params(params)
         # One row per unknown (the coefficients and the intercept) at the very least.

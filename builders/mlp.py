@@ -28,6 +28,7 @@ from builders.base import (
     Model,
     Param,
     TrainingData,
+    check_stop,
     dumps_canonical,
     integer,
     library_versions,
@@ -233,8 +234,9 @@ def init_weights(sizes: list[int], generator: torch.Generator) -> list[torch.Ten
     return weights
 
 
-def train(x: torch.Tensor, target: torch.Tensor, n_classes: int, params: dict) -> list[torch.Tensor]:
-    """Weights after params["epochs"] passes of Adam on the cross-entropy of (x, target)."""
+def train(x: torch.Tensor, target: torch.Tensor, n_classes: int, params: dict,
+          stop: threading.Event | None = None) -> list[torch.Tensor]:
+    """Weights after params["epochs"] passes of Adam on the cross-entropy of (x, target); Cancelled once `stop` is set."""
     generator = torch.Generator().manual_seed(params["seed"])
     weights = init_weights([x.shape[1], *params["hidden"], n_classes], generator)
     optimiser = torch.optim.Adam(weights, lr=params["lr"], weight_decay=params["weight_decay"])
@@ -244,6 +246,10 @@ def train(x: torch.Tensor, target: torch.Tensor, n_classes: int, params: dict) -
         # A full batch needs no shuffle; skipping it keeps the generator's stream shorter, nothing else.
         order = torch.randperm(n, generator=generator) if batch < n else None
         for start in range(0, n, batch):
+            # Checked before every step (an Event read costs far less than one step), so a
+            # stopping process waits at most one step; it draws nothing from the generator,
+            # so a fit that completes computes exactly what it would have without it.
+            check_stop(stop)
             idx = order[start:start + batch] if order is not None else slice(None)
             optimiser.zero_grad(set_to_none=True)
             F.cross_entropy(forward(weights, x[idx], params["activation"]), target[idx]).backward()
@@ -265,8 +271,9 @@ class MlpBuilder(Builder):
     main_metric = "accuracy"
     params_spec = PARAMS
 
-    def fit(self, data: TrainingData, params: Mapping[str, Any] | None = None) -> BuildResult:
-        """Train on the split's train rows, measure on its test rows."""
+    def fit(self, data: TrainingData, params: Mapping[str, Any] | None = None,
+            stop: threading.Event | None = None) -> BuildResult:
+        """Train on the split's train rows, measure on its test rows; Cancelled if `stop` is set meanwhile."""
         started = time.perf_counter()
         params = self.validate_params(params)
         train_rows, test_rows = holdout(self.kind, data, params, MIN_TRAIN, MIN_TEST)
@@ -280,7 +287,7 @@ class MlpBuilder(Builder):
         x = standardise(train_rows.X, mean, std)
         target = torch.from_numpy(np.searchsorted(classes, train_rows.y).astype(np.int64))
         with deterministic_torch():
-            weights = train(x, target, classes.size, params)
+            weights = train(x, target, classes.size, params, stop)
             model = MlpModel(weights, mean, std, classes.tolist(), params["hidden"], params["activation"])
             # Scored under the same settings too, so a rebuild reproduces the metrics exactly.
             logits = model.logits(test_rows.X)

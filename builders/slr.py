@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import threading
 import time
 from typing import Any, Mapping
 
@@ -85,8 +86,9 @@ class SlrBuilder(Builder):
     main_metric = "r2"
     params_spec = PARAMS
 
-    def fit(self, data: TrainingData, params: Mapping[str, Any] | None = None) -> BuildResult:
-        """Fit on the train rows, report the closed-form statistics and the holdout errors."""
+    def fit(self, data: TrainingData, params: Mapping[str, Any] | None = None,
+            stop: threading.Event | None = None) -> BuildResult:
+        """Fit on the train rows, report the closed-form statistics and the holdout errors (too quick to check `stop`)."""
         started = time.perf_counter()
         params = self.validate_params(params)
         train, test = holdout(self.kind, data, params, MIN_TRAIN, MIN_TEST)

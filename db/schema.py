@@ -109,6 +109,21 @@ handler_positions = Table(
     **_MYSQL,
 )
 
+# One row per log event a handler could not apply and moved past (bad data, not an outage):
+# keyed by handler and position, so a replay of the same log records the same failures.
+handler_failures = Table(
+    "handler_failures",
+    metadata,
+    Column("handler", String(64), primary_key=True),
+    Column("position", BigInteger, primary_key=True, autoincrement=False),
+    Column("event_id", String(128), nullable=False),
+    Column("error", String(64), nullable=False),
+    Column("code", String(32)),
+    Column("message", Text, nullable=False),
+    Column("failed_at", Timestamp, nullable=False),
+    **_MYSQL,
+)
+
 # asdecimal=False: MySQL DOUBLE otherwise comes back as a Decimal rounded to 10 places.
 Double = Float(precision=53).with_variant(mysql.DOUBLE(asdecimal=False), "mysql", "mariadb")
 

@@ -1,6 +1,7 @@
 """The interface every log handler implements."""
 from __future__ import annotations
 
+import threading
 from typing import Any, Sequence
 
 from sqlalchemy import Connection
@@ -24,13 +25,24 @@ class Handler:
         """The leading part of `events` to apply in one transaction (default: all)."""
         return events
 
-    def prepare(self, events: Sequence[EventRow]) -> Any:
-        """Slow, read-only work done outside the transaction (a build trains here)."""
+    def prepare(self, events: Sequence[EventRow], stop: threading.Event | None = None) -> Any:
+        """Slow, read-only work done outside the transaction (a build trains here).
+
+        Work that can take long raises builders.base.Cancelled once `stop` is set: the process
+        is stopping, nothing of the batch commits and the next owner of the lease redoes it.
+        """
         return None
 
     def apply(self, conn: Connection, events: Sequence[EventRow], prepared: Any) -> None:
         """Write the effects of `events` inside the transaction that also moves the position."""
         raise NotImplementedError
+
+    def record_failure(self, conn: Connection, event: EventRow, prepared: Any, reason: str) -> None:
+        """Record, in this handler's own tables, what became of an event it cannot apply (default: nothing).
+
+        Called inside the transaction that moves the position past the event and writes its
+        handler_failures row; if it raises, the event is recorded in handler_failures only.
+        """
 
     def reset(self, conn: Connection) -> None:
         """Drop what this handler built, so a replay starts from an empty projection."""

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,7 +22,7 @@ from typing import Any, Callable, Sequence
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from builders.base import BuildError, BuildResult, get_builder
+from builders.base import BuildError, BuildResult, Cancelled, check_stop, get_builder
 from commands.messages import BUILD_COMMANDS, Command, Rejected, canonical_json
 from commands.parse import parse_event_obj
 from db import registry
@@ -76,20 +77,30 @@ def parse_command(row: EventRow) -> Command:
 
 
 def run_build(engine: Engine, model: str, dataset: str, before: int, params: dict | None,
-              progress: Callable[[int], None] | None = None) -> BuildOutcome:
-    """Train `model` on the training events of `dataset` before log position `before`; never raises BuildError."""
+              progress: Callable[[int], None] | None = None, stop: threading.Event | None = None) -> BuildOutcome:
+    """Train `model` on the training events of `dataset` before log position `before`; never raises BuildError.
+
+    Raises Cancelled once `stop` is set (while the log is read or the model trains): a stopping
+    process records nothing of the build, so the next owner of the builds handler redoes it.
+    """
     outcome = BuildOutcome(model=model, dataset=dataset, requested_params=params)
+
+    def reading(rows: int) -> None:
+        check_stop(stop)
+        if progress is not None:
+            progress(rows)
+
     try:
         builder = get_builder(model)
         # Bad params fail before the log is read.
         builder.validate_params(params)
         started = time.perf_counter()
-        data, outcome.lineage = load_training(engine, dataset, before, progress)
+        data, outcome.lineage = load_training(engine, dataset, before, reading)
         outcome.load_seconds = time.perf_counter() - started
         if data is None:
             raise BuildError(f"dataset '{dataset}' has no training events before position {before}")
         started = time.perf_counter()
-        result = builder.fit(data, params)
+        result = builder.fit(data, params, stop)
         outcome.fit_seconds = time.perf_counter() - started
         artifact = result.model.to_bytes()
         try:
@@ -103,8 +114,8 @@ def run_build(engine: Engine, model: str, dataset: str, before: int, params: dic
         outcome.sha256 = hashlib.sha256(artifact).hexdigest()
     except BuildError as exc:
         outcome.reason = str(exc)
-    except DBAPIError:
-        raise  # the database, not the build: the follower retries the batch
+    except (DBAPIError, Cancelled):
+        raise  # the database or a stopping process, not the build: nothing is recorded
     except Exception as exc:
         # A builder bug or a numerical failure is the build's, not the handler's: record it,
         # or this one command would block every later build and promotion.
@@ -153,8 +164,8 @@ class BuildHandler(Handler):
                 return events[: index + 1]
         return events
 
-    def prepare(self, events: Sequence[EventRow]) -> _Batch:
-        """Train for each build command (outside the transaction, under the renewed lease)."""
+    def prepare(self, events: Sequence[EventRow], stop: threading.Event | None = None) -> _Batch:
+        """Train for each build command (outside the transaction, under the renewed lease); Cancelled on `stop`."""
         outcomes = {}
         for row in events:
             if row.name not in BUILD_COMMANDS:
@@ -168,7 +179,7 @@ class BuildHandler(Handler):
                 outcome.finished_at = utcnow()
             else:
                 log.info("building %s on %s from the log before position %d", kind, row.dataset, row.position)
-                outcome = run_build(self.engine, kind, command.dataset, row.position, command.params)
+                outcome = run_build(self.engine, kind, command.dataset, row.position, command.params, stop=stop)
                 if outcome.ok:
                     log.info("built %s on %s: %d events, %s", kind, row.dataset, outcome.lineage.n_events,
                              _summary(outcome))
@@ -252,13 +263,13 @@ class BuildHandler(Handler):
             log.info("appended %s at position %s", event_id, outcome.position)
 
     def _promote(self, conn: Connection, row: EventRow) -> ModelUpdate | None:
-        try:
-            command = parse_command(row)
-        except (Rejected, ValueError) as exc:
-            log.error("skipping promote event %d: %s", row.position, exc)
-            return None
+        # A promote that cannot be read or names a version no registry column holds raises:
+        # the follower records it as this handler's failure and moves past it.
+        command = parse_command(row)
         model, dataset, version = command.model, command.dataset, command.version
         assert model is not None and version is not None
+        if not _fits(version):
+            raise ValueError(f"version {version} is out of range: versions are 1 to {registry.INT_MAX}")
         automatic = is_automatic(row)
         target = registry.version_main_metric(conn, model, dataset, version)
         current = registry.current_production(conn, model, dataset)
@@ -290,6 +301,48 @@ class BuildHandler(Handler):
         )
         return update
 
+    def record_failure(self, conn: Connection, event: EventRow, prepared: _Batch, reason: str) -> None:
+        """A build command becomes a failed build, a promote naming a storable version a failed promotion."""
+        if event.name in BUILD_COMMANDS:
+            outcome = prepared.outcomes.get(event.position) or BuildOutcome(
+                model=BUILD_COMMANDS[event.name], dataset=event.dataset, requested_params=None)
+            registry.insert_build(
+                conn,
+                position=event.position,
+                event_id=event.event_id,
+                model=outcome.model,
+                dataset=outcome.dataset,
+                status="failed",
+                reason=f"the build could not be recorded: {reason}",
+                version=None,
+                params=outcome.requested_params,
+                n_events=outcome.lineage.n_events if outcome.lineage else None,
+                requested_at=event.received_at,
+                started_at=outcome.started_at,
+                finished_at=outcome.finished_at or utcnow(),
+                load_seconds=outcome.load_seconds,
+                fit_seconds=outcome.fit_seconds,
+            )
+        elif event.name == "promote":
+            try:
+                command = parse_command(event)
+            except (Rejected, ValueError):
+                return  # nothing to name in a promotion row
+            if command.model is None or command.version is None or not _fits(command.version):
+                return
+            registry.insert_promotion(
+                conn,
+                position=event.position,
+                model=command.model,
+                dataset=command.dataset,
+                version=command.version,
+                previous_version=None,
+                automatic=is_automatic(event),
+                status="failed",
+                reason=reason,
+                created_at=event.received_at,
+            )
+
     def reset(self, conn: Connection) -> None:
         """Empty the registry; a replay rebuilds the same versions from the log."""
         registry.reset(conn)
@@ -303,6 +356,11 @@ class BuildHandler(Handler):
                 self.notify(update)
             except Exception:
                 log.exception("publishing the model update %s failed; serving will poll", update)
+
+
+def _fits(version: int) -> bool:
+    """True for a version number the registry's INT columns can hold."""
+    return 1 <= version <= registry.INT_MAX
 
 
 def _summary(outcome: BuildOutcome) -> str:

@@ -1,11 +1,11 @@
-"""Replay: reset a handler's position and projection, then run it over the whole log."""
+"""Replay: reset a handler's position, projection and failures, then run it over the whole log."""
 from __future__ import annotations
 
 import time
 
 from tqdm import tqdm
 
-from db import positions
+from db import failures, positions
 from db.events import EventStore
 from handlers.base import Handler
 from handlers.runner import Follower, owner_id
@@ -28,6 +28,7 @@ def replay_handler(store: EventStore, handler: Handler, *, wait_seconds: float =
     _claim(store, handler.name, owner, wait_seconds)
     with store.engine.begin() as conn:
         handler.reset(conn)
+        failures.reset(conn, handler.name)
         positions.reset(conn, handler.name, owner)
     head = store.head()
     bar = tqdm(total=head, desc=f"replay {handler.name}", unit="ev", disable=not progress, leave=True)

@@ -1,4 +1,12 @@
-"""Follows the log for one handler: claim the lease, read, apply, move the position, repeat."""
+"""Follows the log for one handler: claim the lease, read, apply, move the position, repeat.
+
+A batch that fails while the database answers is halved until the event at fault is alone;
+that event is recorded as a failure of the handler (db.failures, plus the handler's own
+record_failure) and the handler moves past it, so one event no handler can apply never
+stops the others, and a replay records the same failures. A failure while the database does
+not answer, or one that says nothing about the event (a lock timeout, a lost connection),
+is an outage: the whole batch is retried with back-off.
+"""
 from __future__ import annotations
 
 import logging
@@ -7,16 +15,41 @@ import socket
 import threading
 import uuid
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
-from db import positions
-from db.events import EventStore
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from builders.base import Cancelled
+from db import failures, positions
+from db.engine import reachable
+from db.events import EventRow, EventStore
 from db.positions import LostLease
 from handlers.base import Handler
+from handlers.isolate import run_isolating
 
 log = logging.getLogger(__name__)
 
 LEASE_SECONDS = 30.0
+# MySQL errors that clear on a retry: lock wait timeout, deadlock, cannot connect, server
+# gone away, connection lost (2002/2003/2006/2013 also come from a read timeout).
+TRANSIENT_MYSQL = frozenset({1205, 1213, 2002, 2003, 2006, 2013})
+# SQLite's counterparts (extended names start with these): busy, locked, disk full or failing.
+TRANSIENT_SQLITE = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_FULL", "SQLITE_IOERR", "SQLITE_CANTOPEN")
+
+
+def transient(exc: BaseException) -> bool:
+    """True for a failure that says nothing about the events being applied (locks, connections, the OS)."""
+    if isinstance(exc, (OSError, MemoryError, PoolTimeout)):
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    orig = exc.orig
+    code = orig.args[0] if orig is not None and orig.args else None
+    name = getattr(orig, "sqlite_errorname", None) or ""
+    return code in TRANSIENT_MYSQL or name.startswith(TRANSIENT_SQLITE)
 
 
 def owner_id() -> str:
@@ -66,8 +99,11 @@ class Follower:
             done.set()
             thread.join()
 
-    def step(self) -> int | None:
-        """Apply the next batch; returns events applied (0 when caught up), None without the lease."""
+    def step(self, stop: threading.Event | None = None) -> int | None:
+        """Apply the next batch; returns events applied or set aside (0 when caught up), None without the lease.
+
+        Cancelled when `stop` is set while the handler prepares (a build trains): nothing commits.
+        """
         handler = self.handler
         position = positions.claim(self.store.engine, handler.name, self.owner, self.lease_seconds)
         if position is None:
@@ -83,20 +119,27 @@ class Follower:
             # Nothing more of interest up to the head: skip straight to it (the log has
             # no gaps below the head, so nothing can appear there later).
             new_position = head
-        rows = taken
         with self._lease_kept():
-            prepared = handler.prepare(rows)
-        with self.store.engine.begin() as conn:
-            # Move the position first: it is a write, so the transaction takes the write
-            # lock before any read (SQLite cannot upgrade a read snapshot that another
-            # writer has moved past, and fails at once instead of waiting).
-            positions.advance(conn, handler.name, self.owner, position, new_position)
-            handler.apply(conn, rows, prepared)
-        handler.after_commit(rows, prepared)
-        return len(rows)
+            prepared = handler.prepare(taken, stop)
+        batch = _Batch(self, taken, prepared, position, new_position)
+        if not taken:
+            batch.commit(taken)
+            return 0
+        run_isolating(taken, batch.commit, batch.set_aside, self._not_the_events_fault)
+        return len(taken)
+
+    def _not_the_events_fault(self, exc: Exception) -> bool:
+        """True when a failed batch must be retried whole: lost lease, transient error or database down."""
+        if isinstance(exc, LostLease) or transient(exc):
+            return True
+        if reachable(self.store.engine):
+            return False
+        log.warning("handler %s: the database is unreachable (%s: %s); the batch will be retried",
+                    self.handler.name, type(exc).__name__, str(exc)[:300])
+        return True
 
     def catch_up(self, progress: Callable[[int, int], None] | None = None) -> int:
-        """Run until the position reaches the head seen at the start; returns events applied."""
+        """Run until the position reaches the head seen at the start; returns events applied or set aside."""
         target = self.store.head()
         applied = 0
         while True:
@@ -131,12 +174,15 @@ class Follower:
         try:
             while not stop.is_set():
                 try:
-                    done = self.step()
+                    done = self.step(stop)
                     self.failures = 0
                     self.last_error = None
                 except LostLease as exc:
                     log.warning("%s", exc)
                     done = None
+                except Cancelled as exc:
+                    log.info("handler %s: %s; the next owner of the lease redoes the batch", self.handler.name, exc)
+                    break
                 except Exception as exc:
                     self.failures += 1
                     self.last_error = f"{type(exc).__name__}: {exc}"
@@ -155,3 +201,59 @@ class Follower:
                 positions.release(self.store.engine, self.handler.name, self.owner)
             except Exception:
                 log.exception("releasing the lease of %s", self.handler.name)
+
+
+class _Batch:
+    """One prepared batch going into the handler's effects, whole or in parts, in log order."""
+
+    def __init__(self, follower: Follower, events: Sequence[EventRow], prepared: Any, position: int, end: int):
+        self.follower = follower
+        self.events = events
+        self.prepared = prepared
+        # The committed position: each part moves it in the transaction of its effects.
+        self.position = position
+        self.end = end
+
+    def _end_of(self, part: Sequence[EventRow]) -> int:
+        # The last part carries the batch's end, which may skip uninteresting events up to the head.
+        return self.end if not part or part[-1] is self.events[-1] else part[-1].position
+
+    def commit(self, part: Sequence[EventRow]) -> list[EventRow]:
+        """Apply `part` and move the position past it in one transaction, then notify."""
+        follower, handler = self.follower, self.follower.handler
+        end = self._end_of(part)
+        with follower.store.engine.begin() as conn:
+            # Move the position first: it is a write, so the transaction takes the write
+            # lock before any read (SQLite cannot upgrade a read snapshot that another
+            # writer has moved past, and fails at once instead of waiting).
+            positions.advance(conn, handler.name, follower.owner, self.position, end)
+            handler.apply(conn, part, self.prepared)
+        self.position = end
+        try:
+            handler.after_commit(part, self.prepared)
+        except Exception:  # committed: a retry would not redo the notices either
+            log.exception("handler %s: notifying after the commit up to %d failed", handler.name, end)
+        return list(part)
+
+    def set_aside(self, event: EventRow, exc: Exception) -> list[EventRow]:
+        """Record `event` as a failure of the handler and move the position past it."""
+        follower, handler = self.follower, self.follower.handler
+        failure = failures.describe(exc)
+        end = self._end_of([event])
+        try:
+            with follower.store.engine.begin() as conn:
+                positions.advance(conn, handler.name, follower.owner, self.position, end)
+                handler.record_failure(conn, event, self.prepared, str(failure))
+                failures.record(conn, handler.name, event, failure)
+        except Exception as hook_exc:
+            if follower._not_the_events_fault(hook_exc):
+                raise
+            # The handler's own record does not fit either (the value that failed is in it).
+            log.debug("handler %s: its own record of event %d failed: %s", handler.name, event.position, hook_exc)
+            with follower.store.engine.begin() as conn:
+                positions.advance(conn, handler.name, follower.owner, self.position, end)
+                failures.record(conn, handler.name, event, failure)
+        self.position = end
+        log.error("handler %s cannot apply event %d (id %s); recorded as a failure and moved past it: %s",
+                  handler.name, event.position, event.event_id, failure)
+        return []

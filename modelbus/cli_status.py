@@ -27,6 +27,12 @@ def status(ctx: click.Context, as_json: bool) -> None:
     click.echo("\nhandlers")
     for h in report["handlers"]:
         click.echo(f"  {h['handler']:<18} position {h['position']:>8}  lag {h['lag']:>6}  lease {_cell(h['owner'])}")
+    failed = report["handler_failures"]
+    if failed["count"]:
+        click.echo(f"  handler failures {failed['count']} (events moved past without being applied; newest first)")
+        for f in failed["recent"]:
+            code = f" {f['code']}" if f["code"] else ""
+            click.echo(f"    {f['handler']} position {f['position']} (id {f['event_id']}): {f['error']}{code}: {f['message']}")
     if "consumers" in report or "consumers_error" in report:
         click.echo("\nconsumers")
         if "consumers_error" in report:

@@ -16,9 +16,10 @@ import click
 def up(ctx: click.Context, demo: bool, with_api: bool, with_scheduler: bool, port: int | None) -> None:
     """Start ingest and predictor (Kafka mode), handlers (builds), the API and the scheduler.
 
-    Stops cleanly on SIGINT/SIGTERM: the batch in hand is finished and its positions committed;
-    a build still training after 8 s is abandoned (nothing of it commits) and its lease released,
-    so the next worker redoes it at once.
+    Stops cleanly on SIGINT/SIGTERM and exits 0: the batch in hand is finished and its positions
+    committed; a build in training is cancelled (nothing of it commits, it is not a failed build)
+    and its lease released, so the next worker redoes it at once. A part still running after 8 s
+    is abandoned.
     """
     import logging
 

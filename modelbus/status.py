@@ -1,10 +1,10 @@
-"""What `modelbus status` reports: handler lag, consumer lag, production versions, last builds."""
+"""What `modelbus status` reports: handler lag and failures, consumer lag, production versions, last builds."""
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from db import positions, registry
+from db import failures, positions, registry
 from db.events import utcnow
 from modelbus.settings import Settings
 
@@ -28,6 +28,13 @@ def handler_status(store) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def handler_failures(engine, last: int = 5) -> dict[str, Any]:
+    """How many log events the handlers could not apply and moved past, and the latest few."""
+    recent = [{**f, "failed_at": f["failed_at"].isoformat(sep=" ", timespec="seconds")}
+              for f in failures.recent(engine, last)]
+    return {"count": failures.count(engine), "recent": recent}
 
 
 def consumer_lag(settings: Settings) -> list[dict[str, Any]]:
@@ -107,6 +114,7 @@ def collect(app) -> dict[str, Any]:
         "log_head": app.store.head(),
         "dead_letters": app.store.dead_letter_count(),
         "handlers": handler_status(app.store),
+        "handler_failures": handler_failures(app.engine),
         "models": model_status(app.engine),
     }
     if app.settings.kafka_mode:

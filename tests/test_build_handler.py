@@ -106,7 +106,7 @@ def test_failed_builds_are_recorded_and_leave_production_serving(store):
 def test_a_builder_bug_is_a_failed_build_not_a_stuck_handler(store, monkeypatch):
     import builders.linear
 
-    def broken_fit(data, params=None):
+    def broken_fit(data, params=None, stop=None):
         raise TypeError("unsupported operand")
 
     send_rows(store, linear_rows(30, seed=2))

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from builders import BuildResult, InputError, TrainingData, get_builder, train_test_indices
+from builders import BuildResult, Cancelled, InputError, TrainingData, get_builder, train_test_indices
 from builders.mlp import MlpModel
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -143,6 +143,34 @@ def test_mini_batches_and_other_activations_are_deterministic():
         second = get_builder("mlp").fit(data, params)
         assert first.model.to_bytes() == second.model.to_bytes(), params
     assert first.params["batch_size"] == 0
+
+
+class StopAfter(threading.Event):
+    """A stop event that reads as set from its n+1-th look on: a SIGTERM in the middle of training."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.looks = 0
+        self.n = n
+
+    def is_set(self) -> bool:
+        self.looks += 1
+        return self.looks > self.n
+
+
+def test_a_cancelled_fit_stops_at_once_and_leaves_later_fits_identical():
+    """Cancellation (SIGTERM mid-build) raises at the next step and never changes a completed fit."""
+    data = small_data()
+    params = {**FAST, "batch_size": 16}  # 30 epochs of 5 steps
+    expected = get_builder("mlp").fit(data, params).model.to_bytes()
+    threads = torch.get_num_threads()
+    stop = StopAfter(40)
+    with pytest.raises(Cancelled):
+        get_builder("mlp").fit(data, params, stop)
+    assert stop.looks == 41, "the fit stops at the first look after the stop"
+    assert torch.get_num_threads() == threads
+    # A stop event that stays unset changes nothing, and neither did the cancelled fit before.
+    assert get_builder("mlp").fit(data, params, threading.Event()).model.to_bytes() == expected
 
 
 def test_seed_changes_the_weights():

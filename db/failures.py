@@ -1,0 +1,79 @@
+"""Handler failures: log events a handler could not apply and moved past, with the reason."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, Engine, delete, func, insert, select
+from sqlalchemy.exc import DBAPIError
+
+from db.events import EventRow, utcnow
+from db.schema import handler_failures
+
+# A MySQL TEXT holds 64 KiB; a reason longer than this says nothing more useful.
+MESSAGE_LIMIT = 2000
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why an exception happened, as the table stores it: error class, driver code, message."""
+
+    error: str
+    code: str | None
+    message: str
+
+    def __str__(self) -> str:
+        code = f" {self.code}" if self.code else ""
+        return f"{self.error}{code}: {self.message}"
+
+
+def describe(exc: BaseException) -> Failure:
+    """The error class, code and message of an exception, without SQL statements or parameters."""
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        orig = exc.orig
+        args = orig.args
+        # PyMySQL errors are (errno, message); sqlite3 errors carry their name (SQLITE_TOOBIG, ...).
+        if len(args) >= 2 and isinstance(args[0], int):
+            return Failure(type(orig).__name__, str(args[0]), _clip(str(args[1])))
+        return Failure(type(orig).__name__, getattr(orig, "sqlite_errorname", None), _clip(str(orig)))
+    code = getattr(exc, "code", None)  # a parser's Rejected has a stable code
+    return Failure(type(exc).__name__, code if isinstance(code, str) else None, _clip(str(exc)))
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MESSAGE_LIMIT else text[: MESSAGE_LIMIT - 3] + "..."
+
+
+def record(conn: Connection, handler: str, event: EventRow, failure: Failure) -> None:
+    """Store one failure inside the transaction that moves the handler past the event."""
+    conn.execute(
+        insert(handler_failures).values(
+            handler=handler,
+            position=event.position,
+            event_id=event.event_id,
+            error=failure.error[:64],
+            code=failure.code[:32] if failure.code else None,
+            message=failure.message,
+            failed_at=utcnow(),
+        )
+    )
+
+
+def reset(conn: Connection, handler: str) -> None:
+    """Forget a handler's failures (a replay records them again)."""
+    conn.execute(delete(handler_failures).where(handler_failures.c.handler == handler))
+
+
+def count(engine: Engine) -> int:
+    """How many failures are recorded, for every handler."""
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(handler_failures)).scalar_one()
+
+
+def recent(engine: Engine, limit: int = 5, handler: str | None = None) -> list[dict]:
+    """The latest failures, newest log position first."""
+    query = select(handler_failures)
+    if handler is not None:
+        query = query.where(handler_failures.c.handler == handler)
+    query = query.order_by(handler_failures.c.position.desc(), handler_failures.c.handler).limit(limit)
+    with engine.connect() as conn:
+        return [dict(row._mapping) for row in conn.execute(query)]
