@@ -93,28 +93,10 @@ class KafkaIngestLag:
             return self._value
 
     def _measure(self) -> int:
-        from kafka import KafkaConsumer
-        from kafka.structs import TopicPartition
+        from commands.kafka import group_lag
 
-        from commands.kafka import admin
-
-        topic = self.settings.topics.events
-        client = admin(self.settings)
-        try:
-            committed = client.list_consumer_group_offsets(self.settings.ingest_group)
-        finally:
-            client.close()
-        consumer = KafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, group_id=None)
-        try:
-            partitions = consumer.partitions_for_topic(topic) or set()
-            ends = consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
-        finally:
-            consumer.close()
-        total = 0
-        for tp, end in ends.items():
-            done = committed.get(tp)
-            total += max(0, end - (done.offset if done is not None and done.offset >= 0 else 0))
-        return total
+        return sum(row["lag"] for row in group_lag(self.settings, self.settings.ingest_group,
+                                                   self.settings.topics.events))
 
 
 class Metrics:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Callable, Iterable, Mapping
 
 from modelbus.settings import Settings
@@ -118,6 +119,56 @@ def topic_ids(settings: Settings, topics: Iterable[str]) -> dict[str, str]:
         return _ids(client.describe_topics(list(topics)))
     finally:
         client.close()
+
+
+def end_offsets(consumer, partitions: list) -> dict:
+    """The end offset (high watermark) of each partition, read from a fetch.
+
+    ListOffsets would be one request, but Tansu answers it with the last record batch's base
+    offset plus one (so a batch of ten records counts as one); the high watermark in a fetch
+    response is right on every broker. The fetch starts at that answer minus one, so it
+    carries at most the last batch.
+    """
+    listed = consumer.end_offsets(partitions)
+    ends = {tp: 0 for tp, end in listed.items() if not end}
+    todo = [tp for tp in partitions if tp not in ends]
+    if todo:
+        consumer.assign(todo)
+        for tp in todo:
+            consumer.seek(tp, listed[tp] - 1)
+        deadline = time.monotonic() + 10
+        while any(consumer.highwater(tp) is None for tp in todo) and time.monotonic() < deadline:
+            consumer.poll(timeout_ms=200)
+        ends.update({tp: consumer.highwater(tp) if consumer.highwater(tp) is not None else listed[tp] for tp in todo})
+    return ends
+
+
+def group_lag(settings: Settings, group: str, topic: str) -> list[dict]:
+    """Per partition of `topic`: the group's committed offset (None before its first commit), the end, the lag."""
+    from kafka.errors import GroupIdNotFoundError
+    from kafka.structs import TopicPartition
+
+    consumer = make_consumer(settings, None)
+    client = admin(settings)
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not partitions:
+            return []
+        try:
+            committed = client.list_group_offsets({group: partitions}).get(group, {})
+        except GroupIdNotFoundError:
+            committed = {}  # a group that never committed has no offsets yet
+        ends = end_offsets(consumer, partitions)
+    finally:
+        client.close()
+        consumer.close(autocommit=False)
+    rows = []
+    for tp in partitions:
+        meta = committed.get(tp)
+        offset = meta.offset if meta is not None and meta.offset >= 0 else None
+        rows.append({"group": group, "topic": topic, "partition": tp.partition, "committed": offset,
+                     "end": ends[tp], "lag": max(0, ends[tp] - (offset or 0))})
+    return rows
 
 
 class TopicWatch:

@@ -8,7 +8,7 @@ from commands.messages import Rejected, Training, canonical_json
 from commands.parse import check_feature_count, loads, parse_event_obj
 from commands.transport import Transport
 from db.events import REJECTED, EventStore, Incoming, Outcome, Source
-from handlers.ingest import store_and_report
+from handlers.ingest import error_message, store_and_report
 from modelbus.settings import Settings
 
 QUEUED = "queued"
@@ -17,7 +17,11 @@ QUEUED = "queued"
 class EventPublisher:
     """Validates events once, then appends them (embedded) or publishes them to event_topic (Kafka)."""
 
-    def __init__(self, settings: Settings, store: EventStore, transport: Transport | None = None):
+    def __init__(self, settings: Settings, store: EventStore | None, transport: Transport | None = None):
+        """`store` may be None in Kafka mode only: rejects then go to error_topic alone, and only
+        the declared datasets' widths are checked before publishing."""
+        if store is None and not settings.kafka_mode:
+            raise ValueError("the embedded default appends to the store: a store is required")
         self.settings = settings
         self.store = store
         self.transport = transport if settings.kafka_mode else None
@@ -48,6 +52,12 @@ class EventPublisher:
             return store_and_report(self.store, None, self.settings.topics.errors, items)
         return self._publish(items)
 
+    def _expected_values(self, dataset: str) -> int | None:
+        if self.store is not None:
+            return self.store.expected_values(dataset)
+        schema = self.settings.datasets.get(dataset)
+        return schema.features + 1 if schema is not None else None
+
     def _publish(self, items: list[Incoming]) -> list[Outcome]:
         assert self.transport is not None
         widths: dict[str, int | None] = {}
@@ -55,15 +65,19 @@ class EventPublisher:
             if isinstance(item.event, Training):
                 name = item.event.dataset
                 if name not in widths:
-                    widths[name] = self.store.expected_values(name)
+                    widths[name] = self._expected_values(name)
                 try:
                     check_feature_count(item.event, widths[name])
                 except Rejected as exc:
                     item.error, item.event = exc, None
         outcomes: list[Outcome] = []
         rejects = [i for i in items if i.error is not None]
-        if rejects:
+        if rejects and self.store is not None:
             store_and_report(self.store, self._errors, self.settings.topics.errors, rejects)
+        elif rejects:
+            for item in rejects:
+                assert item.error is not None
+                self.transport.publish(self.settings.topics.errors, error_message(item.raw, item.source, item.error))
         for item in items:
             if item.error is not None:
                 outcomes.append(Outcome(REJECTED, error=item.error))

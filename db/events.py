@@ -382,6 +382,11 @@ class EventStore:
         with self.engine.connect() as conn:
             return conn.execute(query).scalar_one()
 
+    def position_of(self, event_id: str) -> int | None:
+        """The log position of the event with this id, or None when the log has no such event."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(events.c.position).where(events.c.event_id == event_id)).scalar_one_or_none()
+
     def dead_letters(self, after: int = 0, limit: int = 100) -> list[dict]:
         """Dead letters with id > after, oldest first."""
         query = select(dead_letters).where(dead_letters.c.id > after).order_by(dead_letters.c.id).limit(limit)

@@ -17,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
@@ -37,6 +37,7 @@ AUTO_PROMOTE_PREFIX = "auto-promote:"
 SYSTEM_SOURCE = "system"
 
 Notify = Callable[[ModelUpdate], None]
+Announce = Callable[[dict], None]
 
 
 @dataclass
@@ -143,7 +144,27 @@ def promotes(new: float, current: float | None) -> bool:
 @dataclass
 class _Batch:
     outcomes: dict[int, BuildOutcome]
+    # Announced (and emptied) after each commit: alias moves, and what came of each build command.
     moves: list[ModelUpdate] = field(default_factory=list)
+    reports: list[dict] = field(default_factory=list)
+
+
+def build_report(row: EventRow, outcome: BuildOutcome, version: int | None, uuid: str | None,
+                 promoted: bool, reason: str | None = None) -> dict:
+    """What came of one build command, as published on build_outcome_topic (keyed by the command's id)."""
+    return {
+        "id": row.event_id,
+        "position": row.position,
+        "model": outcome.model,
+        "dataset": outcome.dataset,
+        "status": "ok" if version is not None else "failed",
+        "reason": reason if reason is not None else outcome.reason,
+        "version": version,
+        "uuid": uuid,
+        "promoted": promoted,
+        "n_events": outcome.lineage.n_events if outcome.lineage else None,
+        "metrics": outcome.metrics if version is not None else None,
+    }
 
 
 class BuildHandler(Handler):
@@ -153,9 +174,10 @@ class BuildHandler(Handler):
     event_type = "command"
     batch_size = 200
 
-    def __init__(self, engine: Engine, notify: Notify | None = None):
+    def __init__(self, engine: Engine, notify: Notify | None = None, announce: Announce | None = None):
         self.engine = engine
         self.notify = notify
+        self.announce = announce
 
     def take(self, events: Sequence[EventRow]) -> Sequence[EventRow]:
         """Events up to and including the first build command: one build per transaction."""
@@ -191,17 +213,17 @@ class BuildHandler(Handler):
 
     def apply(self, conn: Connection, events: Sequence[EventRow], prepared: _Batch) -> None:
         """Record builds and versions, append auto-promotions, move aliases."""
-        prepared.moves = []
+        prepared.moves, prepared.reports = [], []
         for row in events:
             if row.name in BUILD_COMMANDS:
-                self._record_build(conn, row, prepared.outcomes[row.position])
+                prepared.reports.append(self._record_build(conn, row, prepared.outcomes[row.position]))
             elif row.name == "promote":
                 move = self._promote(conn, row)
                 if move is not None:
                     prepared.moves.append(move)
 
-    def _record_build(self, conn: Connection, row: EventRow, outcome: BuildOutcome) -> None:
-        version = None
+    def _record_build(self, conn: Connection, row: EventRow, outcome: BuildOutcome) -> dict:
+        version, uuid, promoted = None, None, False
         if outcome.ok:
             assert outcome.result is not None and outcome.lineage is not None
             builder = get_builder(outcome.model)
@@ -229,8 +251,10 @@ class BuildHandler(Handler):
             registry.insert_version(conn, mv)
             registry.insert_seed_rows(conn, mv)
             current = registry.current_production(conn, mv.model, mv.dataset)
+            uuid = mv.uuid
             if promotes(mv.main_metric, current[1] if current else None):
                 self._append_promote(conn, mv)
+                promoted = True
         registry.insert_build(
             conn,
             position=row.position,
@@ -248,6 +272,7 @@ class BuildHandler(Handler):
             load_seconds=outcome.load_seconds,
             fit_seconds=outcome.fit_seconds,
         )
+        return build_report(row, outcome, version, uuid, promoted)
 
     def _append_promote(self, conn: Connection, mv: ModelVersion) -> None:
         event_id = auto_promote_id(mv.model, mv.dataset, mv.version)
@@ -323,6 +348,8 @@ class BuildHandler(Handler):
                 load_seconds=outcome.load_seconds,
                 fit_seconds=outcome.fit_seconds,
             )
+            prepared.reports.append(build_report(event, outcome, None, None, False,
+                                                 f"the build could not be recorded: {reason}"))
         elif event.name == "promote":
             try:
                 command = parse_command(event)
@@ -348,14 +375,20 @@ class BuildHandler(Handler):
         registry.reset(conn)
 
     def after_commit(self, events: Sequence[EventRow], prepared: _Batch) -> None:
-        """Tell serving processes about each alias move (a lost notice is caught by their polling)."""
-        if self.notify is None:
-            return
-        for update in prepared.moves:
+        """Tell serving processes about each alias move (a lost notice is caught by their polling), and
+        waiting clients what came of each build (`modelbus build --wait`)."""
+        moves, prepared.moves = prepared.moves, []
+        reports, prepared.reports = prepared.reports, []
+        for update in moves if self.notify is not None else ():
             try:
                 self.notify(update)
             except Exception:
                 log.exception("publishing the model update %s failed; serving will poll", update)
+        for report in reports if self.announce is not None else ():
+            try:
+                self.announce(report)
+            except Exception:
+                log.exception("publishing the outcome of build %s failed", report["id"])
 
 
 def _fits(version: int) -> bool:

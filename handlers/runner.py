@@ -256,4 +256,10 @@ class _Batch:
         self.position = end
         log.error("handler %s cannot apply event %d (id %s); recorded as a failure and moved past it: %s",
                   handler.name, event.position, event.event_id, failure)
+        try:
+            # What record_failure wrote is committed: announce it like any effect.
+            handler.after_commit([event], self.prepared)
+        except Exception:
+            log.exception("handler %s: notifying after recording the failure of event %d failed", handler.name,
+                          event.position)
         return []

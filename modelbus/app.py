@@ -7,6 +7,7 @@ from functools import cached_property
 from sqlalchemy import Engine
 
 from commands.kafka import kafka_transport
+from commands.messages import canonical_json
 from commands.publish import EventPublisher
 from commands.transport import InProcessTransport, Transport
 from db.engine import DbTimeouts, is_sqlite, make_engine
@@ -27,12 +28,23 @@ class App:
 
     def __init__(self, settings: Settings, *, migrate: bool = True):
         self.settings = settings
-        self.engine = make_engine(settings.database_url, DbTimeouts(
+        self._migrate = migrate
+
+    @cached_property
+    def engine(self) -> Engine:
+        """The database of workers, the CLI and migrations, opened (and migrated) on first use."""
+        settings = self.settings
+        engine = make_engine(settings.database_url, DbTimeouts(
             connect=settings.db_connect_timeout, io=settings.db_timeout, pool=settings.db_pool_timeout))
-        if migrate:
-            upgrade(self.engine)
-        declared = {name: schema.features + 1 for name, schema in settings.datasets.items()}
-        self.store = EventStore(self.engine, Schemas(declared=declared, auto=settings.auto_datasets))
+        if self._migrate:
+            upgrade(engine)
+        return engine
+
+    @cached_property
+    def store(self) -> EventStore:
+        """The event log on `engine`, with the declared datasets' widths."""
+        declared = {name: schema.features + 1 for name, schema in self.settings.datasets.items()}
+        return EventStore(self.engine, Schemas(declared=declared, auto=self.settings.auto_datasets))
 
     @cached_property
     def api_engine(self) -> Engine:
@@ -69,22 +81,36 @@ class App:
         """Where the entry points post events."""
         return EventPublisher(self.settings, self.store, self.transport)
 
+    @cached_property
+    def client_publisher(self) -> EventPublisher:
+        """The CLI's publisher: in Kafka mode it needs no database (the worker checks what needs the log)."""
+        if self.settings.kafka_mode:
+            return EventPublisher(self.settings, None, self.transport)
+        return self.publisher
+
     def handlers(self) -> list[Handler]:
         """Every log handler, in the order they should run."""
         from handlers.build import BuildHandler
         from handlers.training import TrainingRecords
 
-        return [TrainingRecords(), BuildHandler(self.engine, notify=self.publish_model_update)]
+        return [TrainingRecords(), BuildHandler(self.engine, notify=self.publish_model_update,
+                                                announce=self.publish_build_outcome)]
 
     def publish_model_update(self, update) -> None:
         """Announce an alias move (db.registry.ModelUpdate) on model_update_topic, keyed by model:dataset."""
         self.transport.publish(self.settings.topics.model_updates, update.to_json(), key=update.key.encode())
         self.transport.flush()
 
+    def publish_build_outcome(self, report: dict) -> None:
+        """Announce what came of a build command on build_outcome_topic, keyed by the command's event id."""
+        self.transport.publish(self.settings.topics.build_outcomes, canonical_json(report).encode(), key=report["id"].encode())
+        self.transport.flush()
+
     def close(self) -> None:
         """Flush the transport and drop pooled connections."""
         if "transport" in self.__dict__:
             self.transport.close()
-        if "api_engine" in self.__dict__ and self.api_engine is not self.engine:
+        if "api_engine" in self.__dict__ and self.api_engine is not self.__dict__.get("engine"):
             self.api_engine.dispose()
-        self.engine.dispose()
+        if "engine" in self.__dict__:
+            self.engine.dispose()

@@ -170,7 +170,7 @@ def send(ctx: click.Context, events: tuple[str, ...], file: str | None, csv_file
         raise click.UsageError("no events: give them as arguments, with --file, --csv or on stdin")
     outcomes = []
     for start in range(0, len(items), 5000):
-        outcomes.extend(app.publisher.post(items[start : start + 5000], "cli"))
+        outcomes.extend(app.client_publisher.post(items[start : start + 5000], "cli"))
     counts: dict[str, int] = {}
     for index, outcome in enumerate(outcomes):
         counts[outcome.status] = counts.get(outcome.status, 0) + 1

@@ -36,7 +36,7 @@ def demo_load(ctx: click.Context, n: int, seed: int, dataset: str, builds: tuple
 
     app = _app(ctx)
     chosen = () if no_build else (builds or demo_data.DEMO_BUILDS)
-    result = demo_data.post_demo(app.publisher, n, seed, dataset, chosen)
+    result = demo_data.post_demo(app.client_publisher, n, seed, dataset, chosen)
     counts = ", ".join(f"{count} {status}" for status, count in sorted(result.rows.items())) or "none"
     click.echo(f"demo: {n} rows (seed {seed}) to dataset {dataset}: {counts}")
     for command, status in result.builds.items():

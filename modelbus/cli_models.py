@@ -43,12 +43,13 @@ def _version_or_fail(app, model: str, dataset: str, version: int):
 @click.argument("kind", type=KIND)
 @click.option("--dataset", default=DEFAULT_DATASET, show_default=True)
 @click.option("--params", "params_text", help='Build params as a JSON object, e.g. \'{"epochs":300,"hidden":[64]}\'.')
-@click.option("--wait", is_flag=True, help="Wait for a worker to finish the build; exit 1 if it fails.")
+@click.option("--wait", is_flag=True, help="Wait for the build's outcome; exit 1 if it fails. Embedded, with no "
+              "worker running, build here.")
 @click.option("--timeout", default=3600.0, show_default=True, help="Seconds --wait waits at most.")
 @click.pass_context
 def build(ctx: click.Context, kind: str, dataset: str, params_text: str | None, wait: bool, timeout: float) -> None:
-    """Post a build_<KIND> command (a worker builds it from the log; nothing trains here)."""
-    from db import registry
+    """Post a build_<KIND> command; a worker builds it from the log (--wait: and say what came of it)."""
+    from modelbus import build_wait
 
     event: dict[str, Any] = {"type": "command", "payload": f"build_{kind}", "dataset": dataset}
     if params_text is not None:
@@ -57,31 +58,44 @@ def build(ctx: click.Context, kind: str, dataset: str, params_text: str | None, 
         except json.JSONDecodeError as exc:
             raise click.BadParameter(f"not JSON: {exc}", param_hint="--params") from None
     app = _app(ctx)
-    (outcome,) = app.publisher.post([event], "cli")
-    if outcome.error is not None:
-        raise click.ClickException(f"rejected: {outcome.error.message}")
-    where = f"at position {outcome.position}" if outcome.position else f"to {app.settings.topics.events}"
-    click.echo(f"build_{kind} on '{dataset}' {outcome.status} {where} (id {outcome.event_id})")
-    if not wait:
-        return
-    click.echo("waiting for a worker to build it (`modelbus worker` runs the build handler) ...", err=True)
-    deadline = time.monotonic() + timeout
-    result = registry.get_build(app.engine, event_id=outcome.event_id)
-    while result is None:
-        if time.monotonic() > deadline:
-            click.echo(f"no build result after {timeout:g}s; is a worker running?", err=True)
-            sys.exit(1)
-        time.sleep(0.5)
-        result = registry.get_build(app.engine, event_id=outcome.event_id)
-    if result["status"] != "ok":
-        click.echo(f"build failed: {result['reason']}", err=True)
+    kafka = app.settings.kafka_mode
+    listener = build_wait.OutcomeListener(app.settings) if wait and kafka else None
+    try:
+        if listener is not None:
+            listener.start()  # before posting, so the outcome cannot pass unseen
+        (outcome,) = app.client_publisher.post([event], "cli")
+        if outcome.error is not None:
+            raise click.ClickException(f"rejected: {outcome.error.message}")
+        where = f"at position {outcome.position}" if outcome.position else f"to {app.settings.topics.events}"
+        click.echo(f"build_{kind} on '{dataset}' {outcome.status} {where} (id {outcome.event_id})")
+        if not wait:
+            return
+        assert outcome.event_id is not None
+        if listener is not None:
+            click.echo(f"waiting for a worker to build it (outcomes on {app.settings.topics.build_outcomes}) ...",
+                       err=True)
+            report = listener.wait(outcome.event_id, timeout)
+        elif build_wait.builds_handler_running(app.engine):
+            click.echo("waiting for the worker to build it ...", err=True)
+            report = build_wait.wait_in_store(app.store, outcome.event_id, timeout)
+        else:
+            click.echo("no worker runs the builds handler: building here ...", err=True)
+            build_wait.build_here(app)
+            report = build_wait.report_from_store(app.store, outcome.event_id)
+    finally:
+        if listener is not None:
+            listener.close()
+    if report is None:
+        click.echo(f"no build outcome after {timeout:g}s; is a worker running (`modelbus worker` or `modelbus up`)?",
+                   err=True)
         sys.exit(1)
-    mv = registry.get_version(app.engine, kind, dataset, result["version"])
-    assert mv is not None
-    production = registry.aliases(app.engine).get((kind, dataset))
-    click.echo(f"{kind} version {mv.version} on '{dataset}' (uuid {mv.uuid}) from {mv.n_events} events"
-               f"{' - now production' if production == mv.version else ''}")
-    click.echo(f"  {_metrics_line(mv.metrics)}")
+    if report["status"] != "ok":
+        click.echo(f"build failed: {report['reason']}", err=True)
+        sys.exit(1)
+    promoted = " - now production" if report["promoted"] else " - not promoted: production scores better"
+    click.echo(f"{kind} version {report['version']} on '{dataset}' (uuid {report['uuid']}) from {report['n_events']} "
+               f"events{promoted}")
+    click.echo(f"  {_metrics_line(report['metrics'] or {})}")
 
 
 @click.command()

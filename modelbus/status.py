@@ -39,44 +39,14 @@ def handler_failures(engine, last: int = 5) -> dict[str, Any]:
 
 def consumer_lag(settings: Settings) -> list[dict[str, Any]]:
     """Committed offset and lag per partition for the ingest and predictor groups (Kafka mode)."""
-    from kafka import KafkaConsumer, TopicPartition
+    from commands.kafka import group_lag
 
-    from commands.kafka import admin
-
-    groups = {settings.ingest_group: settings.topics.events, settings.predictor_group: settings.topics.prediction_requests}
-    client = admin(settings)
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
     rows = []
-    try:
-        for group, topic in groups.items():
-            partitions = consumer.partitions_for_topic(topic) or set()
-            if not partitions:
-                rows.append({"group": group, "topic": topic, "partition": None, "committed": None, "end": None, "lag": None})
-                continue
-            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-            ends = consumer.end_offsets(tps)
-            try:
-                committed = client.list_consumer_group_offsets(group, partitions=tps)
-            except Exception as exc:  # an unknown group has no offsets yet
-                log.debug("offsets of %s: %s", group, exc)
-                committed = {}
-            for tp in tps:
-                meta = committed.get(tp)
-                offset = meta.offset if meta is not None and meta.offset >= 0 else None
-                end = ends.get(tp)
-                rows.append(
-                    {
-                        "group": group,
-                        "topic": topic,
-                        "partition": tp.partition,
-                        "committed": offset,
-                        "end": end,
-                        "lag": None if end is None else end - (offset or 0),
-                    }
-                )
-    finally:
-        consumer.close()
-        client.close()
+    for group, topic in ((settings.ingest_group, settings.topics.events),
+                         (settings.predictor_group, settings.topics.prediction_requests)):
+        found = group_lag(settings, group, topic)
+        rows.extend(found or [{"group": group, "topic": topic, "partition": None, "committed": None, "end": None,
+                               "lag": None}])
     return rows
 
 

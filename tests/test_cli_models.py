@@ -105,3 +105,17 @@ def test_send_build_models_verify_lineage(env, tmp_path):
 
     missing = run(env, "verify", "slr", "1", "--dataset", "darcey")
     assert missing.returncode == 1 and "no slr version 1 on dataset 'darcey'" in missing.stderr
+
+
+def test_build_wait_with_no_worker_builds_in_this_process(env):
+    """Embedded, nothing runs the builds handler: `build --wait` builds here instead of waiting for nobody."""
+    assert run(env, "send", "--csv", str(DARCEY)).returncode == 0
+    built = run(env, "build", "linear", "--wait", "--timeout", "5")
+    assert built.returncode == 0, built.stderr
+    assert "no worker runs the builds handler: building here" in built.stderr
+    assert "linear version 1 on 'default'" in built.stdout and "from 474 events - now production" in built.stdout
+    # The handler went through the promotion too, and let its lease go.
+    listed = run(env, "models")
+    assert listed.stdout.startswith("* linear")
+    again = run(env, "build", "linear", "--wait", "--timeout", "5")
+    assert again.returncode == 0 and "linear version 2 on 'default'" in again.stdout, again.stderr

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -21,6 +22,16 @@ from modelbus.broker import free_port
 from tests.conftest import DARCEY, kafka_settings, settings_env
 
 MODELBUS = str(Path(sys.executable).with_name("modelbus"))
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+TOPIC_FIELDS = {"event_topic": "events", "prediction_request_topic": "prediction_requests",
+                "prediction_response_topic": "prediction_responses"}
+
+
+def readme_python(name: str) -> str:
+    """The Python block of the README marked `readme-test: name`."""
+    match = re.search(rf"<!-- readme-test: {name} -->\s*```python\n(.*?)```", README, re.S)
+    assert match, f"README has no python block marked readme-test: {name}"
+    return match.group(1)
 
 
 def wait_for_lines(proc: subprocess.Popen, lines: list[str], needles: set[str], timeout: float) -> None:
@@ -62,6 +73,19 @@ def test_up_in_kafka_mode_serves_both_paths_and_stops_cleanly(mysql_db, kafka_bo
                                text=True, timeout=180)
         assert built.returncode == 0, built.stdout + built.stderr
 
+        # A client shell with only the broker set (no database URL) gets its build's outcome from
+        # build_outcome_topic, and opens no database (no modelbus.db appears where it runs).
+        client = {k: v for k, v in env.items() if k != "MODELBUS_DATABASE_URL"}
+        client_dir = tmp_path / "client"
+        client_dir.mkdir()
+        mlp = subprocess.run([MODELBUS, "build", "mlp", "--wait", "--timeout", "120"], env=client, cwd=client_dir,
+                             capture_output=True, text=True, timeout=180)
+        assert mlp.returncode == 0, mlp.stdout + mlp.stderr
+        assert re.search(r"mlp version 1 on 'default' \(uuid [0-9a-f-]{36}\) from 475 events - now production",
+                         mlp.stdout), mlp.stdout
+        assert "accuracy" in mlp.stdout
+        assert list(client_dir.iterdir()) == []
+
         engine = make_engine(mysql_db)
         mv = registry.production(engine, "slr", "default")
         assert mv is not None and mv.n_events == 475
@@ -97,6 +121,28 @@ def test_up_in_kafka_mode_serves_both_paths_and_stops_cleanly(mysql_db, kafka_bo
         assert answers[request_id.encode()]["result"] == http["result"]
         assert answers[request_id.encode()]["version"] == mv.version
         assert answers[b"bad"]["error"]["code"] == "not_json"
+
+        # The README's confluent-kafka example, as printed, on this broker and these topics.
+        snippet = readme_python("confluent").replace("127.0.0.1:9092", kafka_bootstrap)
+        for name in ("prediction_request_topic", "prediction_response_topic", "event_topic"):
+            snippet = snippet.replace(f'"{name}"', f'"{getattr(topics, TOPIC_FIELDS[name])}"')
+        example = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, timeout=120)
+        assert example.returncode == 0, example.stderr
+        printed = json.loads(example.stdout)
+        assert printed["id"] == "r1" and printed["model"] == "mlp" and "result" in printed
+
+        # `modelbus status` shows the real consumer lag: everything sent has been consumed.
+        deadline = time.monotonic() + 30
+        while True:
+            status = json.loads(subprocess.run([MODELBUS, "status", "--json"], env=env, capture_output=True,
+                                               text=True, timeout=60).stdout)
+            ingest = [row for row in status["consumers"] if row["group"] == settings.ingest_group]
+            if sum(row["lag"] for row in ingest) == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert ingest and all(row["lag"] == 0 and row["end"] == (row["committed"] or 0) for row in ingest), status
+        # darcey, the librdkafka record, two build commands and the README example
+        assert sum(row["end"] for row in ingest) == 478
     finally:
         started = time.monotonic()
         up.send_signal(signal.SIGTERM)
@@ -112,7 +158,7 @@ def test_up_in_kafka_mode_serves_both_paths_and_stops_cleanly(mysql_db, kafka_bo
 
     # Nothing lost, positions committed: every handler is at the head of the log.
     store = EventStore(engine)
-    assert store.count(type="training") == 475
+    assert store.count(type="training") == 476  # darcey, the librdkafka record, the README example
     head = store.head()
     assert {s.name: s.position for s in states(engine)} == {"builds": head, "training_records": head}
     assert all(s.owner is None for s in states(engine)), "leases are released on a clean stop"

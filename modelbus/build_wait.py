@@ -1,0 +1,114 @@
+"""How `modelbus build --wait` learns what came of its build command.
+
+Kafka mode: the builds handler publishes every build's outcome on build_outcome_topic,
+keyed by the command's event id; the client listens there from before it posts, and needs
+no database. Embedded default: the outcome is in the store; when no process runs the
+builds handler, the client runs it itself rather than wait for nobody.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from db import positions, registry
+from db.events import utcnow
+
+log = logging.getLogger(__name__)
+
+BUILDS_HANDLER = "builds"
+
+
+class OutcomeListener:
+    """Reads build_outcome_topic from its current end, so an outcome published after start() is seen."""
+
+    def __init__(self, settings):
+        self.settings = settings
+        self.consumer = None
+
+    def start(self) -> None:
+        """Assign every partition of the topic at its end (creating the topic if a worker has not yet)."""
+        from kafka.structs import TopicPartition
+
+        from commands.kafka import create_topics, make_consumer
+
+        topic = self.settings.topics.build_outcomes
+        create_topics(self.settings, topics=[topic])
+        self.consumer = make_consumer(self.settings, None)
+        partitions = self.consumer.partitions_for_topic(topic) or set()
+        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
+        self.consumer.assign(assigned)
+        self.consumer.seek_to_end(*assigned)
+        for tp in assigned:
+            self.consumer.position(tp)  # resolve "end" now, before the command is posted
+
+    def wait(self, event_id: str, timeout: float) -> dict | None:
+        """The outcome of the build command `event_id`, or None after `timeout` seconds."""
+        assert self.consumer is not None
+        key = event_id.encode()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for records in self.consumer.poll(timeout_ms=500).values():
+                for record in records:
+                    if record.key == key:
+                        return json.loads(record.value)
+        return None
+
+    def close(self) -> None:
+        """Release the connection."""
+        if self.consumer is not None:
+            self.consumer.close(autocommit=False)
+
+
+def report_from_store(store, event_id: str) -> dict | None:
+    """The outcome of a build command as recorded in the registry, shaped like build_outcome_topic's."""
+    from handlers.build import auto_promote_id
+
+    engine = store.engine
+    build = registry.get_build(engine, event_id=event_id)
+    if build is None:
+        return None
+    report: dict[str, Any] = {key: build.get(key) for key in ("position", "model", "dataset", "status", "reason",
+                                                                "version", "n_events")}
+    report.update(id=event_id, uuid=None, metrics=None, promoted=False)
+    if build["status"] == "ok":
+        mv = registry.get_version(engine, build["model"], build["dataset"], build["version"])
+        if mv is not None:
+            report.update(uuid=mv.uuid, metrics=mv.metrics, n_events=mv.n_events)
+        # The build appends its promotion in the transaction that records it; the alias moves a
+        # moment later, when the handler reaches that event.
+        promotion = auto_promote_id(build["model"], build["dataset"], build["version"])
+        report["promoted"] = store.position_of(promotion) is not None
+    return report
+
+
+def builds_handler_running(engine) -> bool:
+    """True when some process holds a live lease on the builds handler."""
+    now = utcnow()
+    return any(state.name == BUILDS_HANDLER and state.owner is not None and state.lease_expires is not None
+               and state.lease_expires > now for state in positions.states(engine))
+
+
+def build_here(app) -> None:
+    """Run the builds handler in this process until the log is applied (its promotions included)."""
+    from handlers.runner import Follower
+
+    handler = next(h for h in app.handlers() if h.name == BUILDS_HANDLER)
+    follower = Follower(app.store, handler)
+    try:
+        # A build appends its promotion after the head seen at the start: go round again.
+        while follower.position() < app.store.head():
+            follower.catch_up()
+    finally:
+        follower.release()
+
+
+def wait_in_store(store, event_id: str, timeout: float) -> dict | None:
+    """Poll the registry until the build command's outcome is recorded, or None after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        report = report_from_store(store, event_id)
+        if report is not None or time.monotonic() > deadline:
+            return report
+        time.sleep(0.5)
