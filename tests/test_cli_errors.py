@@ -89,6 +89,20 @@ def test_send_dash_reads_stdin(env):
     one_line_error(run(env, "send", "-", '{"type":"command","payload":"build_slr"}'), "'-' reads the events from stdin", usage=True)
 
 
+def test_a_number_the_store_cannot_hold_is_rejected_and_dead_lettered(env):
+    huge = '{"type":"training","payload":[1,2,' + "1" * 400 + ',4]}'
+    promote = '{"type":"command","payload":"promote","model":"linear","version":2147483648}'
+    done = run(env, "send", huge, promote, '{"type":"training","payload":"3,4,5,6"}')
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "event 1: rejected: payload value 3 is 111111111111...1111 (400 characters), outside the signed 64-bit" in done.stderr
+    assert "event 2: rejected: field 'version' must be at most 2147483647, got 2147483648" in done.stderr
+    assert "3 events: 1 accepted, 2 rejected" in done.stdout
+    store = stored(env)
+    assert [(d["code"], d["raw"]) for d in store.dead_letters()] == [("out_of_range", huge.encode()),
+                                                                      ("out_of_range", promote.encode())]
+    assert store.count() == 1
+
+
 def test_a_csv_header_is_skipped_only_when_no_value_is_numeric(env, tmp_path):
     header = tmp_path / "header.csv"
     header.write_text("craig,len,bruno,darcey\n3,4,5,6\n7,8,9,10\n")
