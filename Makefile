@@ -16,8 +16,10 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# `make run PORT=8081` serves the API on another port; only a PORT given on the command
+# line counts, not one that happens to be in the environment.
 run: $(STAMP)
-	$(BIN)/modelbus up --demo
+	$(BIN)/modelbus up --demo $(if $(filter command line,$(origin PORT)),$(if $(PORT),--port $(PORT)))
 
 test: $(STAMP)
 	scripts/ensure-mariadb.sh

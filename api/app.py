@@ -6,6 +6,7 @@ import functools
 import hmac
 import json
 import logging
+import re
 import threading
 import time
 from typing import Any, Callable
@@ -14,7 +15,7 @@ from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
 from commands.messages import BUILD_COMMANDS, MODEL_KINDS, Rejected, canonical_json
-from commands.parse import loads
+from commands.parse import INT64_MAX, INT64_MIN, loads, shorten
 from commands.publish import EventPublisher, outcome_json
 from db.breaker import DatabaseUnavailable
 from db.events import REJECTED, event_json
@@ -40,6 +41,8 @@ log = logging.getLogger(__name__)
 BATCH_BODY_FACTOR = 64
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
+
+_QUERY_INT_RE = re.compile(r"[+-]?[0-9]+")
 
 # Prediction and event errors by code; any code not listed is a 400.
 STATUS = {
@@ -152,24 +155,34 @@ class Serving:
         self.batcher.close()
 
 
+def _query_int(name: str, value: str) -> int | None:
+    """A query value as an integer, None when it is not one; out_of_range beyond int64, as in a message."""
+    # ASCII digits only: int() would also take "1_000", " 7" and other scripts' digits.
+    if not _QUERY_INT_RE.fullmatch(value):
+        return None
+    # Judged by length first, so a 5000-digit value is never converted (nor refused by int()).
+    if len(value.lstrip("+-").lstrip("0")) > 19 or not INT64_MIN <= int(value) <= INT64_MAX:
+        raise ApiError("out_of_range",
+                       f"query parameter '{name}' is {shorten(value)}, outside the signed 64-bit integer range")
+    return int(value)
+
+
 def _int_arg(name: str, default: int, low: int, high: int) -> int:
     value = request.args.get(name)
     if value is None or value == "":
         return default
-    try:
-        number = int(value)
-    except ValueError:
-        raise ApiError("bad_param", f"query parameter '{name}' must be an integer, got '{value[:40]}'") from None
+    number = _query_int(name, value)
+    if number is None:
+        raise ApiError("bad_param", f"query parameter '{name}' must be an integer, got '{shorten(value, 40)}'")
     if not low <= number <= high:
         raise ApiError("bad_param", f"query parameter '{name}' must be between {low} and {high}, got {number}")
     return number
 
 
-def _version_arg(value: Any) -> Any:
-    # A version from a URL is text; the parser wants the JSON integer.
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    return value
+def _version_arg(value: str) -> Any:
+    # A version from a URL is text; the parser wants the JSON integer (and judges its range).
+    number = _query_int("version", value)
+    return value if number is None else number
 
 
 def _raw_body(max_single: int) -> tuple[bytes, bool]:

@@ -14,11 +14,18 @@ from handlers.runner import Follower, owner_id
 def _claim(store: EventStore, name: str, owner: str, wait_seconds: float) -> None:
     deadline = time.monotonic() + wait_seconds
     while positions.claim(store.engine, name, owner, 60.0) is None:
-        if time.monotonic() > deadline:
-            raise positions.LostLease(
-                f"handler {name} is running in another process; stop it or wait for its lease to expire"
-            )
+        if time.monotonic() >= deadline:
+            raise positions.LostLease(_held(store, name))
         time.sleep(0.5)
+
+
+def _held(store: EventStore, name: str) -> str:
+    """Who holds a handler's lease, for the operator who has to stop it."""
+    state = next((s for s in positions.states(store.engine) if s.name == name), None)
+    if state is None or state.owner is None:
+        return f"handler {name} is running in another process"
+    until = f", lease until {state.lease_expires:%Y-%m-%d %H:%M:%S} UTC" if state.lease_expires else ""
+    return f"handler {name} is running in another process (lease owner {state.owner}{until})"
 
 
 def replay_handler(store: EventStore, handler: Handler, *, wait_seconds: float = 60.0, progress: bool = True) -> int:

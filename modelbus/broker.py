@@ -55,7 +55,7 @@ def check_port_free(host: str, port: int) -> None:
         try:
             sock.bind((host, port))
         except OSError as exc:
-            raise BrokerUnavailable(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+            raise BrokerUnavailable(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
 
 
 def start_broker(host: str = "127.0.0.1", port: int = 9092, log_file: Path | None = None) -> subprocess.Popen:

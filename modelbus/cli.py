@@ -4,14 +4,20 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import signal
 import sys
 from typing import Any, Iterator
 
 import click
 
+from commands.parse import INT64_MAX
 from modelbus.settings import load_settings
 
+# Numbers the store can hold: anything larger is a usage error, not a database traceback.
+POSITION = click.IntRange(0, INT64_MAX)
+COUNT = click.IntRange(1, INT64_MAX)
+PARTITIONS = click.IntRange(1, 10_000)
 
 
 def _app(ctx: click.Context, migrate: bool = True):
@@ -22,7 +28,24 @@ def _app(ctx: click.Context, migrate: bool = True):
     return app
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Main(click.Group):
+    """The root group: a database that cannot be used is one line naming it, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command, turning a database the operator must fix into a ClickException."""
+        from modelbus.cli_errors import database_problem
+
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            settings = (ctx.obj or {}).get("settings")
+            message = database_problem(settings.database_url if settings else None, exc)
+            if message is None:
+                raise
+            raise click.ClickException(message) from None
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--database-url", envvar="MODELBUS_DATABASE_URL", help="SQLAlchemy URL of the event store.")
 @click.option("--kafka-bootstrap", envvar="MODELBUS_KAFKA_BOOTSTRAP", help="Kafka bootstrap servers; none = embedded mode.")
 @click.option("--log-level", default="INFO", show_default=True, envvar="MODELBUS_LOG_LEVEL")
@@ -93,22 +116,37 @@ def worker(ctx: click.Context, ingest: bool, run_handlers: bool) -> None:
         sys.exit(1)
 
 
+def _read_text(path: str) -> str:
+    """A file's text ('-' is stdin), or a one-line error naming it."""
+    try:
+        if path == "-":
+            return sys.stdin.read()
+        with open(path, encoding="utf-8") as stream:
+            return stream.read()
+    except OSError as exc:
+        raise click.ClickException(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise click.ClickException(f"{path} is not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+
+
 def _read_events(texts: tuple[str, ...], file: str | None) -> Iterator[Any]:
     for text in texts:
         yield text
-    if file is None and not texts and not sys.stdin.isatty():
-        file = "-"
     if file is None:
         return
-    stream = sys.stdin if file == "-" else open(file, encoding="utf-8")
-    with stream:
-        content = stream.read()
+    content = _read_text(file)
     stripped = content.lstrip()
     if stripped.startswith("["):
+        from commands.messages import Rejected
+        from commands.parse import loads
+
+        # The strict parser, as for every message: Python's own json takes NaN and repeated keys.
         try:
-            items = json.loads(stripped)
-        except json.JSONDecodeError as exc:
-            raise click.ClickException(f"{file}: not a JSON array: {exc}") from None
+            items = loads(stripped, max_bytes=sys.maxsize)
+        except Rejected as exc:
+            raise click.ClickException(f"{file}: nothing sent: {exc.code}: {exc.message}") from None
+        if not isinstance(items, list):
+            raise click.ClickException(f"{file}: nothing sent: not a JSON array")
         yield from items
         return
     # One JSON document per line (JSON Lines), or one pretty-printed object.
@@ -120,32 +158,54 @@ def _read_events(texts: tuple[str, ...], file: str | None) -> Iterator[Any]:
             yield line
 
 
-def _read_csv(path: str, dataset: str | None) -> Iterator[dict[str, Any]]:
-    with open(path, newline="", encoding="utf-8") as stream:
-        for row in csv.reader(stream):
-            if not row or all(not cell.strip() for cell in row):
-                continue
-            event: dict[str, Any] = {"type": "training", "payload": ",".join(cell.strip() for cell in row)}
-            if dataset:
-                event["dataset"] = dataset
-            yield event
+def _read_csv(path: str, dataset: str | None) -> list[dict[str, Any]]:
+    rows = []
+    try:
+        with open(path, newline="", encoding="utf-8") as stream:
+            for row in csv.reader(stream):
+                if row and any(cell.strip() for cell in row):
+                    rows.append([cell.strip() for cell in row])
+    except OSError as exc:
+        raise click.ClickException(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise click.ClickException(f"{path} is not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+    except csv.Error as exc:
+        raise click.ClickException(f"{path} is not CSV: {exc}") from None
+    if rows and _is_header(rows[0]):
+        click.echo(f"{path}: row 1 has no numeric value, skipped as the header: {','.join(rows[0])[:200]}", err=True)
+        rows = rows[1:]
+    events = []
+    for row in rows:
+        event: dict[str, Any] = {"type": "training", "payload": ",".join(row)}
+        if dataset:
+            event["dataset"] = dataset
+        events.append(event)
+    return events
 
 
-def _is_header(payload: str) -> bool:
+def _is_header(cells: list[str]) -> bool:
+    """A first row is a header only when none of its values is a number (a bad data row is sent, not dropped)."""
     from commands.messages import Rejected
     from commands.parse import parse_values
 
-    try:
-        parse_values(payload)
-    except Rejected:
-        return True
-    return False
+    for cell in cells:
+        try:
+            parse_values([cell])
+        except Rejected as exc:
+            # NaN, infinity and huge numbers are numbers too: such a row is data, rejected with its reason.
+            if exc.code in ("not_finite", "out_of_range"):
+                return False
+        else:
+            return False
+    return True
 
 
 @main.command()
 @click.argument("events", nargs=-1)
 @click.option("-f", "--file", "file", help="JSON Lines or a JSON array of events; '-' reads stdin.")
-@click.option("--csv", "csv_file", help="A CSV file of training rows (features..., label); a header row is skipped.")
+@click.option("--csv", "csv_file",
+              help="A CSV file of training rows (features..., label); a first row with no numeric value is skipped "
+                   "as the header.")
 @click.option("--dataset", help="Dataset of the --csv rows.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON outcome per event.")
 @click.pass_context
@@ -155,19 +215,24 @@ def send(ctx: click.Context, events: tuple[str, ...], file: str | None, csv_file
     \b
     modelbus send '{"type":"training","payload":"3,4,5,6"}'
     modelbus send -f messages/build_mlp.json
+    modelbus send - < events.jsonl
     modelbus send --csv data.csv --dataset darcey
     """
     from commands.publish import outcome_json
 
-    app = _app(ctx)
+    if "-" in events:
+        if file is not None or events != ("-",):
+            raise click.UsageError("'-' reads the events from stdin: give it alone, without other events or --file")
+        events, file = (), "-"
+    elif file is None and not events and not csv_file and not sys.stdin.isatty():
+        file = "-"
+    # Files are read before the database is opened, so a wrong path fails at once.
     items: list[Any] = list(_read_events(events, file))
     if csv_file:
-        rows = list(_read_csv(csv_file, dataset))
-        if rows and _is_header(rows[0]["payload"]):
-            rows = rows[1:]
-        items.extend(rows)
+        items.extend(_read_csv(csv_file, dataset))
     if not items:
         raise click.UsageError("no events: give them as arguments, with --file, --csv or on stdin")
+    app = _app(ctx)
     outcomes = []
     for start in range(0, len(items), 5000):
         outcomes.extend(app.client_publisher.post(items[start : start + 5000], "cli"))
@@ -189,9 +254,9 @@ def send(ctx: click.Context, events: tuple[str, ...], file: str | None, csv_file
 
 
 @main.command()
-@click.option("--after", default=0, show_default=True, help="Show events after this position.")
-@click.option("--limit", default=20, show_default=True)
-@click.option("--last", type=int, help="Show the last N events instead.")
+@click.option("--after", default=0, show_default=True, type=POSITION, help="Show events after this position.")
+@click.option("--limit", default=20, show_default=True, type=COUNT)
+@click.option("--last", type=COUNT, help="Show the last N events instead.")
 @click.option("--type", "type_", type=click.Choice(["training", "command"]))
 @click.option("--name", help="Event name: training, build_mlp, promote, ...")
 @click.option("--dataset")
@@ -215,8 +280,8 @@ def events(ctx: click.Context, after: int, limit: int, last: int | None, type_: 
 
 
 @main.command()
-@click.option("--after", default=0, show_default=True, help="Show dead letters after this id.")
-@click.option("--limit", default=20, show_default=True)
+@click.option("--after", default=0, show_default=True, type=POSITION, help="Show dead letters after this id.")
+@click.option("--limit", default=20, show_default=True, type=COUNT)
 @click.pass_context
 def errors(ctx: click.Context, after: int, limit: int) -> None:
     """Read the dead letters: rejected messages with their reasons."""
@@ -233,12 +298,24 @@ def errors(ctx: click.Context, after: int, limit: int) -> None:
     click.echo(f"{app.store.dead_letter_count()} dead letters in all", err=True)
 
 
+def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    # FloatRange lets NaN through (every comparison with it is false).
+    if not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number")
+    return value
+
+
 @main.command()
 @click.option("--handler", "names", multiple=True, help="Replay only these handlers (default: every projection).")
-@click.option("--wait", default=60.0, show_default=True, help="Seconds to wait for a running handler's lease.")
+@click.option("--wait", default=0.0, show_default=True, type=click.FloatRange(0, 86_400), callback=_finite,
+              help="Seconds to wait for a handler running in another process to stop; 0 fails at once.")
 @click.pass_context
 def replay(ctx: click.Context, names: tuple[str, ...], wait: float) -> None:
-    """Reset handler positions and projections, then run the handlers over the whole log."""
+    """Reset handler positions and projections, then run the handlers over the whole log.
+
+    The handlers must not be running elsewhere (`modelbus worker` or `up`): stop them first.
+    """
+    from db.positions import LostLease
     from handlers.replay import replay_handler
 
     app = _app(ctx)
@@ -248,24 +325,34 @@ def replay(ctx: click.Context, names: tuple[str, ...], wait: float) -> None:
         raise click.UsageError(f"unknown handler {unknown[0]} (known: {', '.join(handlers)})")
     chosen = [handlers[n] for n in names] if names else [h for h in handlers.values() if h.replayable]
     for handler in chosen:
-        applied = replay_handler(app.store, handler, wait_seconds=wait)
+        try:
+            applied = replay_handler(app.store, handler, wait_seconds=wait)
+        except LostLease as exc:
+            raise click.ClickException(
+                f"{exc}: stop `modelbus worker` / `modelbus up` there first, or wait for it with --wait SECONDS"
+            ) from None
         click.echo(f"{handler.name}: replayed {applied} events")
 
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=9092, show_default=True)
-@click.option("--partitions", default=3, show_default=True, help="Partitions of each topic created.")
+@click.option("--port", default=9092, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--partitions", default=3, show_default=True, type=PARTITIONS, help="Partitions of each topic created.")
 @click.pass_context
 def broker(ctx: click.Context, host: str, port: int, partitions: int) -> None:
     """Start a local Kafka-compatible broker (Tansu, memory only) and create the topics."""
     from commands.kafka import create_topics
     from modelbus.broker import BrokerUnavailable, start_broker, stop_broker
 
+    from modelbus.cli_errors import listen_problem
+
     try:
         proc = start_broker(host, port)
     except BrokerUnavailable as exc:
-        raise click.ClickException(str(exc)) from None
+        cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else None
+        raise click.ClickException(
+            listen_problem(host, port, cause, "--port (and point MODELBUS_KAFKA_BOOTSTRAP at it)") if cause else str(exc)
+        ) from None
     settings = ctx.obj["settings"].model_copy(update={"kafka_bootstrap": f"{host}:{port}"})
     # SIGTERM must also stop the child broker, not orphan it: exit through `finally`.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -288,7 +375,7 @@ def topics() -> None:
 
 
 @topics.command("create")
-@click.option("--partitions", default=3, show_default=True)
+@click.option("--partitions", default=3, show_default=True, type=PARTITIONS)
 @click.pass_context
 def topics_create(ctx: click.Context, partitions: int) -> None:
     """Create every topic modelbus uses that does not exist yet."""

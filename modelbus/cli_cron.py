@@ -9,7 +9,8 @@ import click
 
 @click.command("scheduler")
 @click.option("--check", is_flag=True, help="Validate the schedule, print each job's next fire times and exit.")
-@click.option("--next", "show_next", default=3, show_default=True, help="How many fire times --check prints per job.")
+@click.option("--next", "show_next", default=3, show_default=True, type=click.IntRange(1, 1000),
+              help="How many fire times --check prints per job.")
 @click.pass_context
 def scheduler(ctx: click.Context, check: bool, show_next: int) -> None:
     """Post the configured build commands on their cron schedule (settings 'schedule').

@@ -19,7 +19,8 @@ def demo() -> None:
 
 
 _rows = click.option("--rows", "n", default=demo_data.DEFAULT_ROWS, show_default=True, type=click.IntRange(0, 1_000_000), help="How many rows.")
-_seed = click.option("--seed", default=demo_data.DEFAULT_SEED, show_default=True, help="Seed of the noise: the same seed gives the same rows.")
+_seed = click.option("--seed", default=demo_data.DEFAULT_SEED, show_default=True, type=click.IntRange(0, 2**63 - 1),
+                     help="Seed of the noise: the same seed gives the same rows.")
 
 
 @demo.command("load")

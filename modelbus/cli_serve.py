@@ -13,13 +13,15 @@ log = logging.getLogger("modelbus")
 
 @main.command()
 @click.option("--host", help="Interface to listen on [default: settings.api_host, 127.0.0.1].")
-@click.option("--port", type=int, help="Port to listen on; 0 picks a free one [default: settings.api_port, 8080].")
-@click.option("--threads", type=int, help="WSGI worker threads [default: settings.api_threads, 8].")
+@click.option("--port", type=click.IntRange(0, 65535),
+              help="Port to listen on; 0 picks a free one [default: settings.api_port, 8080].")
+@click.option("--threads", type=click.IntRange(1, 1024), help="WSGI worker threads [default: settings.api_threads, 8].")
 @click.pass_context
 def api(ctx: click.Context, host: str | None, port: int | None, threads: int | None) -> None:
     """Serve the HTTP API with waitress until SIGINT/SIGTERM (predictions hot-reload on promotion)."""
     from api.app import create_app
     from api.server import ApiServer
+    from modelbus.cli_errors import listen_problem
     from modelbus.runtime import Services
 
     app = _app(ctx)
@@ -31,15 +33,13 @@ def api(ctx: click.Context, host: str | None, port: int | None, threads: int | N
     serving = flask_app.extensions["modelbus"]
     services = Services()
     services.install_signal_handlers()
+    host = host or settings.api_host
+    port = settings.api_port if port is None else port
     try:
-        server = ApiServer(
-            flask_app,
-            host or settings.api_host,
-            settings.api_port if port is None else port,
-            settings.api_threads,
-        )
+        server = ApiServer(flask_app, host, port, settings.api_threads)
     except OSError as exc:
-        raise click.ClickException(f"cannot listen: {exc}") from None
+        serving.close()
+        raise click.ClickException(listen_problem(host, port, exc, "--port or MODELBUS_API_PORT")) from None
     serving.start(services.start)
     services.start("api", server.run)
     log.info("api ready at %s (%s mode)", server.url, "kafka" if settings.kafka_mode else "embedded")

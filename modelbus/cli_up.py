@@ -11,7 +11,8 @@ import click
 @click.option("--demo", is_flag=True, help="Load the synthetic demo data set, build mlp and linear, print example commands.")
 @click.option("--api/--no-api", "with_api", default=True, help="Serve the HTTP API.")
 @click.option("--scheduler/--no-scheduler", "with_scheduler", default=True, help="Run the configured cron jobs.")
-@click.option("--port", type=int, help="API port (0 picks a free one) [default: settings.api_port, 8080].")
+@click.option("--port", type=click.IntRange(0, 65535),
+              help="API port (0 picks a free one) [default: settings.api_port, 8080].")
 @click.pass_context
 def up(ctx: click.Context, demo: bool, with_api: bool, with_scheduler: bool, port: int | None) -> None:
     """Start ingest and predictor (Kafka mode), handlers (builds), the API and the scheduler.
@@ -24,6 +25,7 @@ def up(ctx: click.Context, demo: bool, with_api: bool, with_scheduler: bool, por
     import logging
 
     from modelbus.cli import _app
+    from modelbus.cli_errors import listen_problem
     from modelbus.runtime import Services
     from modelbus.up import load_demo, start_parts
 
@@ -32,15 +34,19 @@ def up(ctx: click.Context, demo: bool, with_api: bool, with_scheduler: bool, por
     if port is not None:
         app.settings = app.settings.model_copy(update={"api_port": port})
     settings = app.settings
-    log.info("modelbus up: %s mode, database %s", "kafka" if settings.kafka_mode else "embedded",
-             app.engine.url.render_as_string(hide_password=True))
     services = Services()
     services.install_signal_handlers()
     try:
         server, serving = start_parts(app, services, api=with_api, scheduler=with_scheduler)
     except OSError as exc:
         services.stop.set()
+        if with_api:  # the API's socket is the one thing bound at start
+            raise click.ClickException(
+                listen_problem(settings.api_host, settings.api_port, exc, "--port or MODELBUS_API_PORT")) from None
         raise click.ClickException(f"cannot start: {exc}") from None
+    # Logged once started, so a start that fails says one thing: why.
+    log.info("modelbus up: %s mode, database %s", "kafka" if settings.kafka_mode else "embedded",
+             app.engine.url.render_as_string(hide_password=True))
     if demo:
         base_url = None if server is None else server.url.replace("://127.0.0.1:", "://localhost:")
 

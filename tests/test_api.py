@@ -19,6 +19,7 @@ from modelbus.settings import Settings
 from serving_support import build, darcey_events, seed_models
 
 SEED_KEYS = {"input", "result", "accuracy", "modelid", "prediction-date"}
+BIG = "1" * 400
 TOKEN = "s3cret-token"
 
 
@@ -181,6 +182,11 @@ MALFORMED = [
     (b'{"model":"mlp","payload":[1,NaN,3]}', 400, "not_finite"),
     (b'{"model":"mlp","payload":[1,Infinity,3]}', 400, "not_finite"),
     (b'{"model":"mlp","payload":"1,inf,3"}', 400, "not_finite"),
+    (f'{{"model":"mlp","payload":[1,{BIG},3]}}'.encode(), 400, "out_of_range"),
+    (f'{{"model":"mlp","payload":"1,{BIG},3"}}'.encode(), 400, "out_of_range"),
+    (b'{"model":"mlp","payload":[1,2,' + b"9" * 5000 + b"]}", 400, "out_of_range"),
+    (b'{"model":"mlp","payload":"1,2,3","version":2147483648}', 400, "out_of_range"),
+    (b'{"model":"mlp","payload":"1,2,3","version":99999999999999999999}', 400, "out_of_range"),
     (b'{"model":"mlp","payload":"1,2"}', 400, "wrong_feature_count"),
     (b'{"model":"mlp","payload":"1,2,3,4"}', 400, "wrong_feature_count"),
     (b'{"model":"mlp","payload":"1,2,3","extra":1}', 400, "unknown_field"),
@@ -198,6 +204,23 @@ def test_malformed_predictions_get_precise_errors_like_kafka(app, client, raw, s
     serving = client.application.extensions["modelbus"]
     [kafka_answer] = predict_batch(serving.cache, [parse_item(raw, app.settings.max_message_bytes)])
     assert body["error"] == kafka_answer["error"]
+
+
+def test_numbers_out_of_range_on_the_seed_route(client):
+    assert_error(client.get(f"/api/predict/mlp/1,{BIG},3"), 400, "out_of_range", "payload value 2 is 111111111111...")
+    assert_error(client.get(f"/api/predict/mlp/3,4,5?version={BIG}"), 400, "out_of_range", "'version' is 1111")
+    assert_error(client.get(f"/api/predict/mlp/3,4,5?version={'9' * 5000}"), 400, "out_of_range", "5000 characters")
+    assert_error(client.get("/api/predict/mlp/3,4,5?version=2147483648"), 400, "out_of_range", "at most 2147483647")
+    assert_error(client.get("/api/predict/mlp/3,4,5?version=-3"), 400, "bad_field", "positive integer, got -3")
+    # str.isdigit() takes superscripts that int() refuses: this was a 500.
+    assert_error(client.get("/api/predict/mlp/3,4,5?version=%C2%B2"), 400, "bad_field", "positive integer")
+    assert client.get("/api/predict/mlp/3,4,5?version=001").get_json()["version"] == 1
+
+
+def test_numbers_out_of_range_in_a_list_of_predictions(client):
+    body = f'[{{"model":"mlp","payload":"3,4,5"}},{{"model":"mlp","payload":[1,{BIG},3]}}]'
+    assert_error(client.post("/api/predict", data=body, content_type="application/json"), 400, "out_of_range",
+                 "field '[1].payload[1]'")
 
 
 def test_malformed_seed_route_inputs(client):
@@ -244,6 +267,14 @@ def test_post_one_event_and_a_list(app, client):
         (b'{"type":"training","payload":"1,2,NaN,4"}', 400, "not_finite"),
         (b'{"type":"training","payload":"1,2,3"}', 400, "wrong_feature_count"),
         (b'{"type":"command","payload":"build_dtr"}', 400, "unknown_command"),
+        (f'{{"type":"training","payload":[1,2,{BIG},4]}}'.encode(), 400, "out_of_range"),
+        (b'{"type":"training","payload":[1,2,' + b"9" * 5000 + b",4]}", 400, "out_of_range"),
+        (f'{{"type":"training","payload":"1,2,{BIG},4"}}'.encode(), 400, "out_of_range"),
+        (b'{"type":"command","payload":"promote","model":"linear","version":2147483648}', 400, "out_of_range"),
+        (b'{"type":"training","payload":"1,2,3,4","ts":-9223372036854775809}', 400, "out_of_range"),
+        (b'{"type":"command","payload":"build_mlp","params":{"seed":18446744073709551616}}', 400, "out_of_range"),
+        (f'[{{"type":"training","payload":"1,2,3,4"}},{{"type":"training","payload":[{BIG},1,1,1]}}]'.encode(), 400,
+         "out_of_range"),
         (json.dumps({"type": "training", "payload": ",".join(["1"] * 400_000)}).encode(), 413, "too_large"),
     ],
 )
@@ -282,6 +313,21 @@ def test_get_events_pages_through_the_log(app, client):
     assert_error(client.get("/api/events?limit=0"), 400, "bad_param", "between 1 and 1000")
     assert_error(client.get("/api/events?limit=5000"), 400, "bad_param")
     assert_error(client.get("/api/events?after=x"), 400, "bad_param", "must be an integer")
+
+
+@pytest.mark.parametrize("route", ["/api/events?after=", "/api/events?limit=", "/api/errors?after=",
+                                   "/api/errors?limit=", "/api/models/mlp?builds="])
+def test_every_numeric_query_parameter_is_bounded(client, route):
+    assert_error(client.get(route + BIG), 400, "out_of_range", "111111111111...1111 (400 characters), outside")
+    assert_error(client.get(route + "9" * 5000), 400, "out_of_range")
+    assert_error(client.get(route + "-9223372036854775809"), 400, "out_of_range")
+    if "after" in route:  # positions and dead-letter ids go up to int64
+        assert client.get(route + "9223372036854775807").status_code == 200
+    else:
+        assert_error(client.get(route + "9223372036854775807"), 400, "bad_param", "must be between")
+    assert_error(client.get(route + "-1"), 400, "bad_param", "must be between")
+    for text in ("1_0", "1.5", "%C2%B2", "+", "0x10"):
+        assert_error(client.get(route + text), 400, "bad_param", "must be an integer")
 
 
 def test_get_errors_pages_through_dead_letters(app, client):

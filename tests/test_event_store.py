@@ -6,7 +6,6 @@ import random
 import threading
 from typing import Any, Sequence
 
-import pytest
 from sqlalchemy import Connection, func, select
 
 from commands.parse import parse_event

@@ -3,7 +3,6 @@ database-backed route answers 503 within its timeout, predictions from memory go
 everything recovers on its own once the database answers again."""
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor

@@ -198,3 +198,117 @@ def test_ids_reserved_for_modelbus_are_refused_from_clients_only():
     error = rejected(parse_event_obj, dict(body))
     assert error.code == "bad_field" and "reserved" in error.message
     assert parse_event_obj(dict(body), system=True).version == 1
+
+
+BIG = "1" * 400
+
+
+@pytest.mark.parametrize(
+    "raw,fragment",
+    [
+        (f'{{"type":"training","payload":[1,2,{BIG},4]}}', "payload value 3 is 111111111111...1111 (400 characters)"),
+        (f'{{"type":"training","payload":"1,2,{BIG},4"}}', "payload value 3 is 111111111111...1111 (400 characters)"),
+        # Beyond Python's 4300-digit limit for int(): refused by length, never converted.
+        ('{"type":"training","payload":[1,' + "9" * 5000 + "]}", "payload value 2 is 999999999999...9999 (5000 characters)"),
+        ('{"type":"training","payload":[1,9223372036854775808]}', "payload value 2 is 9223372036854775808"),
+        ('{"type":"training","payload":[1,-9223372036854775809]}', "payload value 2 is -9223372036854775809"),
+        ('{"type":"training","payload":"1, 99999999999999999999 "}', "payload value 2 is 99999999999999999999"),
+        ('{"type":"command","payload":"promote","model":"mlp","version":2147483648}', "'version' must be at most 2147483647"),
+        ('{"type":"command","payload":"promote","model":"mlp","version":99999999999999999999}', "field 'version' is 9999"),
+        ('{"type":"training","payload":"1,2","ts":18446744073709551616}', "field 'ts' is 18446744073709551616"),
+        ('{"type":"command","payload":"build_mlp","params":{"hidden":[8,' + BIG + "]}}", "field 'params.hidden[1]'"),
+        ('{"type":"command","payload":"build_mlp","id":"x","params":{"a":{"b":1e99999999999999999999}}}', "not a finite"),
+    ],
+)
+def test_numbers_beyond_what_the_store_holds_are_out_of_range(raw, fragment):
+    error = rejected(parse_event, raw.encode())
+    assert error.code == ("not_finite" if "1e9999" in raw else "out_of_range")
+    assert fragment in error.message
+    assert len(error.message) < 200
+
+
+def test_the_edges_of_int64_and_of_version_are_accepted():
+    event = parse_event(b'{"type":"training","payload":[9223372036854775807,-9223372036854775808],"ts":-9223372036854775808}')
+    assert event.features == (float(2**63 - 1),) and event.label == float(-(2**63))
+    assert parse_event(b'{"type":"training","payload":"9223372036854775807,1"}').features == (float(2**63 - 1),)
+    promote = parse_event(b'{"type":"command","payload":"promote","model":"mlp","version":2147483647}')
+    assert promote.version == 2**31 - 1
+    assert parse_request(b'{"model":"mlp","payload":"1","version":2147483647}').version == 2**31 - 1
+
+
+def test_a_prediction_request_gets_the_same_codes():
+    assert rejected(parse_request, f'{{"model":"mlp","payload":[1,{BIG}]}}'.encode()).code == "out_of_range"
+    assert rejected(parse_request, f'{{"model":"mlp","payload":"1,{BIG}"}}'.encode()).code == "out_of_range"
+    error = rejected(parse_request, b'{"model":"mlp","payload":"1","version":4294967296}')
+    assert (error.code, error.message) == ("out_of_range", "field 'version' must be at most 2147483647, got 4294967296")
+
+
+def test_an_object_built_in_python_gets_the_error_its_bytes_would():
+    as_bytes = rejected(parse_event, f'{{"type":"training","payload":[1,2,{BIG},4]}}'.encode())
+    as_object = rejected(parse_event_obj, {"type": "training", "payload": [1, 2, int(BIG), 4]})
+    assert as_object.as_dict() == as_bytes.as_dict()
+    huge = rejected(parse_event_obj, {"type": "training", "payload": [1, 10**5000]})
+    assert huge.code == "out_of_range" and "about 5000 digits" in huge.message
+    cases = [
+        ({"type": "training", "payload": "1,2", "ts": float("nan")}, "not_finite", "field 'ts' nan"),
+        ({"type": "training", "payload": "1,2", "ts": 2**64}, "out_of_range", "field 'ts' is 18446744073709551616"),
+        ({"type": "command", "payload": "build_mlp", "params": {"lr": float("inf")}}, "not_finite", "params.lr"),
+        ({"type": "command", "payload": "build_mlp", "params": {"x": [1, -(2**70)]}}, "out_of_range", "params.x[1]"),
+        ({"type": "command", "payload": "promote", "model": "mlp", "version": 2**31}, "out_of_range", "at most"),
+        ({"type": "command", "payload": "promote", "model": "mlp", "version": -(10**5000)}, "bad_field", "positive"),
+    ]
+    for obj, code, fragment in cases:
+        error = rejected(parse_event_obj, obj)
+        assert (error.code, fragment in error.message) == (code, True), error.message
+
+
+def test_the_field_is_named_wherever_the_integer_is():
+    error = rejected(loads, f'[{{"a":1}},{{"b":[1,{BIG}]}}]'.encode())
+    assert (error.code, error.message[:17]) == ("out_of_range", "field '[1].b[1]' ")
+    # The strict decoder stops at the integer; the rest need not even be JSON.
+    assert rejected(loads, f'{{"a":{BIG}, oops'.encode()).message.startswith("a number in the message is 1111")
+    assert rejected(loads, BIG.encode()).message.startswith("the message is 1111")
+    assert rejected(loads, f'{{"a":{BIG},"a":1}}'.encode()).message.startswith("field 'a' is 1111")
+
+
+def test_huge_params_a_builder_cannot_use_are_left_to_the_builder():
+    # Within int64 and finite: the parser accepts them; the builder's checks fail the build.
+    event = parse_event(b'{"type":"command","payload":"build_mlp","params":{"epochs":1e308,"hidden":[99999999999]}}')
+    assert event.params == {"epochs": 1e308, "hidden": [99999999999]}
+
+
+def test_csv_fast_path_agrees_with_the_value_by_value_rules():
+    assert parse_values(" 1 ,\t-2.5e3, .5 ,7.") == (1.0, -2500.0, 0.5, 7.0)
+    assert parse_values("1e17,-1e17") == (1e17, -1e17)
+    assert parse_values("1e300,5") == (1e300, 5.0)  # a float, not an integer literal: no int64 bound
+    assert rejected(parse_values, "1,2,1e400").code == "not_finite"
+    assert rejected(parse_values, "1,-1e400").code == "not_finite"
+    assert rejected(parse_values, "1," + "9," * 10_000).message == "payload has 10002 values; the limit is 10000"
+    assert len(parse_values("9," * 9_999 + "9")) == 10_000
+    assert rejected(parse_values, "1,2,x" + "9" * 100).message == "payload value 3 'x99999999999...9999 (101 characters)' is not a number"
+
+
+def test_stored_events_are_re_read_with_the_ranges_they_were_accepted_with():
+    # Logs written before the int64 rule may hold such values; replay must still read them.
+    stored = {"type": "training", "payload": [1, 2**64], "ts": 2**70}
+    assert rejected(parse_event_obj, dict(stored)).code == "out_of_range"
+    assert parse_event_obj(dict(stored), system=True).label == float(2**64)
+    assert parse_event_obj({"type": "training", "payload": "1,18446744073709551616"}, system=True).label == 2.0**64
+    params = {"type": "command", "payload": "build_mlp", "params": {"seed": 2**64}}
+    assert parse_event_obj(dict(params), system=True).params == {"seed": 2**64}
+    # A version beyond the registry's INT columns is refused even there: no handler could apply it.
+    promote = {"type": "command", "payload": "promote", "model": "mlp", "version": 2**31}
+    with pytest.raises(Rejected, match="must be at most 2147483647"):
+        parse_event_obj(promote, system=True)
+    with pytest.raises(Rejected) as info:
+        parse_event_obj({"type": "training", "payload": [1, 10**400]}, system=True)
+    too_big = info.value
+    assert (too_big.code, "too large for a float" in too_big.message) == ("out_of_range", True)
+
+
+@pytest.mark.parametrize("raw", [rb'{"\ud800":1,"\ud800":2}', rb'{"\udfff":99999999999999999999}'])
+def test_a_key_in_an_error_message_is_storable_text(raw):
+    # The reason is stored with the dead letter: a lone surrogate in it would fail that insert.
+    error = rejected(loads, raw)
+    assert "\\ud" in error.message
+    error.message.encode("utf-8")

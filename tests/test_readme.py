@@ -12,7 +12,6 @@ import re
 import shlex
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -49,9 +48,9 @@ def test_make_run_serves_the_demo_and_its_printed_commands_work(tmp_path):
     assert command == "make run"
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELBUS_")}
-    env.update(MODELBUS_DATABASE_URL=f"sqlite:///{tmp_path / 'readme.db'}", MODELBUS_API_PORT=str(port),
-               PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(shlex.split(command), cwd=ROOT, env=env, stdout=subprocess.PIPE,
+    env.update(MODELBUS_DATABASE_URL=f"sqlite:///{tmp_path / 'readme.db'}", PYTHONUNBUFFERED="1")
+    # The port override the README documents for `make run`.
+    proc = subprocess.Popen([*shlex.split(command), f"PORT={port}"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True, start_new_session=True)
     printed: list[str] = []
     try:

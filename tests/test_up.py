@@ -176,4 +176,4 @@ def test_up_refuses_a_taken_port(tmp_path):
         env["MODELBUS_DATABASE_URL"] = f"sqlite:///{tmp_path / 'up.db'}"
         done = subprocess.run([MODELBUS, "up", "--port", str(port)], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
-    assert "cannot start" in done.stderr
+    assert f"cannot listen on 127.0.0.1:{port}: the port is in use" in done.stderr
