@@ -145,7 +145,15 @@ class IngestWorker:
         detail = str(exc)[:300].encode("utf-8", "backslashreplace").decode("utf-8")
         error = Rejected("unstorable", f"the store refused the message: {type(exc).__name__}: {detail}")
         log.warning("ingest: %s at %s", error.message, item.source.describe())
-        return self._store([(rejected(item.raw, item.source, error), key)])
+        try:
+            return self._store([(rejected(item.raw, item.source, error), key)])
+        except Exception as again:
+            if is_outage(again, self.store.engine):
+                raise
+        # The store refuses the bytes even as a dead letter (a rule about their content): keep
+        # them base64-encoded, so nothing is lost and nothing behind them waits.
+        encoded = Rejected("unstorable", f"{error.message}; the dead letter keeps the message base64-encoded")
+        return self._store([(rejected(base64.b64encode(item.raw), item.source, encoded), key)])
 
     def run(self, stop: threading.Event) -> None:
         """Poll, store, report, commit; until `stop` is set. Never dies on a message."""

@@ -3,6 +3,7 @@ nothing on disk, as a topic deleted and created again on a real cluster), and po
 topics. Each test has a broker of its own, on a port it restarts on, and MariaDB behind."""
 from __future__ import annotations
 
+import base64
 import json
 import re
 import time
@@ -189,4 +190,109 @@ def test_broker_restarted_empty_under_modelbus_up_every_request_answered(mysql_d
         print(f"modelbus up answered again {recovery:.1f}s after the broker restart; "
               f"{len(refused)} POSTs refused meanwhile, the slowest in {max(refused, default=0):.1f}s")
     finally:
+        assert up.stop() == 0, up.log()
+
+
+BIG = "9" * 400
+
+
+def test_poison_values_on_both_topics_are_dead_letters_and_nothing_behind_them_waits(mysql_db, broker, topics):
+    """A 400-digit integer on event_topic and on prediction_request_topic: a dead letter with its reason
+    (and an error answer), and every message after it is stored or answered."""
+    settings = kafka_settings(mysql_db, broker.bootstrap, topics, predict_batch=64, predict_wait_ms=10)
+    create_topics(settings)
+    embedded = App(Settings(database_url=mysql_db))
+    seed_models(embedded)
+    embedded.close()
+    head_before = counts(mysql_db)[0]
+    up = Proc(["up", "--no-api", "--no-scheduler"], settings_env(settings), "modelbus up")
+    try:
+        up.wait_for("ingest: partitions assigned")
+        up.wait_for("predictor: partitions assigned")
+        poison = f'{{"type":"training","payload":[1,2,{BIG},4]}}'.encode()
+        # One partition, so the good ones come after the poison in the same batch.
+        client = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
+        for value in [poison] + [training(i) for i in range(20)]:
+            client.send(topics.events, value=value, partition=0)
+        bad_request = f'{{"id":"poison","model":"mlp","payload":[1,{BIG},3]}}'.encode()
+        for i, value in enumerate([bad_request] + [json.dumps({"id": f"ok-{i}", "model": "mlp", "payload": "3,4,5"}).encode()
+                                                   for i in range(20)]):
+            client.send(topics.prediction_requests, value=value, key=b"k%d" % i, partition=0)
+        client.flush()
+        client.close()
+
+        wait_stored(mysql_db, head_before + 20, 2, [up])
+        answers = read_topic(broker.bootstrap, topics.prediction_responses, 21)
+        by_id = {a["id"]: a for a in answers}
+        assert by_id["poison"]["error"]["code"] == "out_of_range", by_id["poison"]
+        assert all("result" in by_id[f"ok-{i}"] for i in range(20))
+        _, dead, _ = stored(mysql_db)
+        assert sorted((d["source_topic_id"] is not None, d["code"]) for d in dead) == [(True, "out_of_range")] * 2
+        assert {bytes(d["raw"]) for d in dead} == {poison, bad_request}
+        assert up.alive, up.log()
+    finally:
+        assert up.stop() == 0, up.log()
+
+
+REFUSE_EVENT = """CREATE TRIGGER refuse_marked_event BEFORE INSERT ON events FOR EACH ROW
+IF NEW.payload LIKE '%refuse-%' THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'the store refuses this event'; END IF"""
+REFUSE_DEAD_LETTER = """CREATE TRIGGER refuse_marked_dead_letter BEFORE INSERT ON dead_letters FOR EACH ROW
+IF (NEW.code = 'wrong_feature_count' AND NEW.raw LIKE '%refuse-me%')
+   OR (NEW.code = 'unstorable' AND NEW.raw LIKE '%refuse-always%') THEN
+SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'the store refuses this dead letter'; END IF"""
+
+
+def test_a_message_the_database_refuses_is_isolated_and_everything_else_goes_on(mysql_db, broker, topics):
+    """MariaDB refuses one event (a trigger: a rule the parser cannot know) and one request's dead letter:
+    the batch is split until that message is alone, it becomes a dead letter, and the rest is stored
+    and answered."""
+    from sqlalchemy import text
+
+    from db.engine import make_engine
+
+    settings = kafka_settings(mysql_db, broker.bootstrap, topics, predict_batch=64, predict_wait_ms=50)
+    create_topics(settings)
+    embedded = App(Settings(database_url=mysql_db))
+    seed_models(embedded)
+    embedded.close()
+    head_before = counts(mysql_db)[0]
+    engine = make_engine(mysql_db)
+    with engine.begin() as conn:
+        conn.execute(text(REFUSE_EVENT))
+        conn.execute(text(REFUSE_DEAD_LETTER))
+    up = Proc(["up", "--no-api", "--no-scheduler"], settings_env(settings), "modelbus up")
+    try:
+        up.wait_for("ingest: partitions assigned")
+        up.wait_for("predictor: partitions assigned")
+        refused = json.dumps({"type": "training", "payload": "1,2,3,4", "id": "refuse-me"}).encode()
+        # Refused as an event and, as it is, as a dead letter too.
+        always = json.dumps({"type": "training", "payload": "1,2,3,4", "id": "refuse-always"}).encode()
+        bad = json.dumps({"id": "refuse-me", "model": "mlp", "payload": "1,2"}).encode()
+        client = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", linger_ms=50)
+        for value in [training(i) for i in range(10)] + [refused, always] + [training(i) for i in range(10, 20)]:
+            client.send(topics.events, value=value, partition=0)
+        requests_sent = [json.dumps({"id": f"ok-{i}", "model": "mlp", "payload": "3,4,5"}).encode() for i in range(20)]
+        for value in requests_sent[:10] + [bad] + requests_sent[10:]:
+            client.send(topics.prediction_requests, value=value, key=b"k", partition=0)
+        client.flush()
+        client.close()
+
+        wait_stored(mysql_db, head_before + 20, 3, [up])
+        answers = read_topic(broker.bootstrap, topics.prediction_responses, 21)
+        by_id = {a["id"]: a for a in answers}
+        assert all("result" in by_id[f"ok-{i}"] for i in range(20))
+        assert by_id["refuse-me"]["error"]["code"] == "wrong_feature_count"
+        _, dead, _ = stored(mysql_db)
+        assert sorted(d["code"] for d in dead) == ["internal", "unstorable", "unstorable"]
+        kept = sorted(bytes(d["raw"]) for d in dead if d["code"] == "unstorable")
+        assert kept == sorted([refused, base64.b64encode(always)])
+        internal = next(d for d in dead if d["code"] == "internal")
+        assert bytes(internal["raw"]) == bad
+        assert any("splitting it to find the item at fault" in line for line in up.lines), up.log()
+        assert up.alive, up.log()
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("DROP TRIGGER IF EXISTS refuse_marked_event"))
+            conn.execute(text("DROP TRIGGER IF EXISTS refuse_marked_dead_letter"))
+        engine.dispose()
         assert up.stop() == 0, up.log()
