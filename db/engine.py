@@ -1,6 +1,8 @@
 """Engines for SQLite (the embedded default) and MySQL/MariaDB through PyMySQL."""
 from __future__ import annotations
 
+import sqlite3
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +22,10 @@ class DbTimeouts:
     connect: float
     io: float
     pool: float
+
+
+# The execution option naming the statement that opens a SQLite transaction.
+SQLITE_BEGIN = "sqlite_begin"
 
 
 def is_sqlite(engine: Engine) -> bool:
@@ -49,15 +55,27 @@ def make_engine(url: str, timeouts: DbTimeouts | None = None, *, breaker: bool =
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn, _record):
             cur = dbapi_conn.cursor()
-            # WAL lets followers and the API read while an append is being written.
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA busy_timeout=30000")
+            # WAL lets followers and the API read while an append is being written. Turning it
+            # on needs the file to itself and SQLite does not wait for that (no busy handler):
+            # a process starting beside another on a new file retries until the other is done.
+            for attempt in range(200):
+                try:
+                    cur.execute("PRAGMA journal_mode=WAL")
+                    break
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or attempt == 199:
+                        raise
+                    time.sleep(0.05)
+            cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
 
         @event.listens_for(engine, "begin")
         def _begin(conn):
-            conn.exec_driver_sql("BEGIN")
+            # A connection may ask for the write lock up front (execution option sqlite_begin =
+            # "BEGIN IMMEDIATE"): migrations do, so two processes starting on a new file do not
+            # both read "no schema yet" and then both create it.
+            conn.exec_driver_sql(conn.get_execution_options().get(SQLITE_BEGIN, "BEGIN"))
 
         return engine
     if parsed.get_backend_name() in ("mysql", "mariadb"):

@@ -11,6 +11,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, text
 
+from db.engine import SQLITE_BEGIN
+
 MIGRATIONS = Path(__file__).with_name("migrations")
 _LOCK = "modelbus_migrate"
 
@@ -27,7 +29,7 @@ def alembic_config(connection: Connection | None = None) -> Config:
 @contextmanager
 def _migration_lock(connection: Connection) -> Iterator[None]:
     # Two processes starting together must not both create the tables: MySQL DDL is
-    # not transactional, so serialise on a named server lock. SQLite serialises itself.
+    # not transactional, so serialise on a named server lock. SQLite: see upgrade().
     if connection.dialect.name in ("mysql", "mariadb"):
         got = connection.execute(text("SELECT GET_LOCK(:name, 120)"), {"name": _LOCK}).scalar()
         if got != 1:
@@ -42,9 +44,13 @@ def _migration_lock(connection: Connection) -> Iterator[None]:
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to `revision` (default: the newest)."""
-    with engine.connect() as connection, _migration_lock(connection):
-        command.upgrade(alembic_config(connection), revision)
-        connection.commit()
+    with engine.connect() as plain:
+        # SQLite: the write lock before the version is read, so a second process waits and then
+        # finds the schema current (MySQL serialises on the named lock below).
+        connection = plain.execution_options(**{SQLITE_BEGIN: "BEGIN IMMEDIATE"})
+        with _migration_lock(connection):
+            command.upgrade(alembic_config(connection), revision)
+            connection.commit()
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -27,6 +27,10 @@ def run_isolating(
     off and retries the whole batch. run() must be all-or-nothing, so a failed half leaves
     no trace; results come back in the order of `items`.
     """
+    return _halving(items, run, culprit, is_outage, top=True)
+
+
+def _halving(items, run, culprit, is_outage, top: bool) -> list:
     try:
         return run(items)
     except Exception as exc:
@@ -34,8 +38,9 @@ def run_isolating(
             raise
         if len(items) == 1:
             return culprit(items[0], exc)
-        log.warning("a batch of %d failed (%s: %s); splitting it to find the item at fault",
-                    len(items), type(exc).__name__, str(exc)[:300])
+        if top:  # once per batch; the culprit itself is reported by culprit()
+            log.warning("a batch of %d failed (%s: %s); splitting it to find the item at fault",
+                        len(items), type(exc).__name__, str(exc)[:300])
     middle = len(items) // 2
-    return (run_isolating(items[:middle], run, culprit, is_outage)
-            + run_isolating(items[middle:], run, culprit, is_outage))
+    return (_halving(items[:middle], run, culprit, is_outage, False)
+            + _halving(items[middle:], run, culprit, is_outage, False))

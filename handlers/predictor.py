@@ -251,11 +251,20 @@ def poll_aliases(cache: ModelCache, seconds: float = ALIAS_POLL_SECONDS) -> Call
     """A thread target that reloads moved aliases every few seconds (the fallback to notices)."""
 
     def run(stop: threading.Event) -> None:
+        failing_since = None
         while not stop.wait(seconds):
             try:
                 cache.refresh()
-            except Exception:
-                log.exception("polling the model aliases failed; retrying")
+            except Exception as exc:
+                # Once per outage, not once a second: serving goes on with what is loaded.
+                if failing_since is None:
+                    failing_since = time.monotonic()
+                    log.warning("polling the model aliases failed (%s: %s); serving what is loaded and retrying "
+                                "every %gs", type(exc).__name__, str(exc)[:300], seconds)
+                continue
+            if failing_since is not None:
+                log.info("polling the model aliases works again after %.0fs", time.monotonic() - failing_since)
+                failing_since = None
 
     return run
 

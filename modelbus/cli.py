@@ -337,9 +337,9 @@ def replay(ctx: click.Context, names: tuple[str, ...], wait: float) -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=9092, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--partitions", default=3, show_default=True, type=PARTITIONS, help="Partitions of each topic created.")
+@click.option("--partitions", type=PARTITIONS, help="Partitions of each topic created [default: settings.topic_partitions, 3].")
 @click.pass_context
-def broker(ctx: click.Context, host: str, port: int, partitions: int) -> None:
+def broker(ctx: click.Context, host: str, port: int, partitions: int | None) -> None:
     """Start a local Kafka-compatible broker (Tansu, memory only) and create the topics."""
     from commands.kafka import create_topics
     from modelbus.broker import BrokerUnavailable, start_broker, stop_broker
@@ -375,9 +375,9 @@ def topics() -> None:
 
 
 @topics.command("create")
-@click.option("--partitions", default=3, show_default=True, type=PARTITIONS)
+@click.option("--partitions", type=PARTITIONS, help="[default: settings.topic_partitions, 3]")
 @click.pass_context
-def topics_create(ctx: click.Context, partitions: int) -> None:
+def topics_create(ctx: click.Context, partitions: int | None) -> None:
     """Create every topic modelbus uses that does not exist yet."""
     from commands.kafka import all_topics, create_topics
 

@@ -51,6 +51,7 @@ def _version_or_fail(app, model: str, dataset: str, version: int):
 @click.pass_context
 def build(ctx: click.Context, kind: str, dataset: str, params_text: str | None, wait: bool, timeout: float) -> None:
     """Post a build_<KIND> command; a worker builds it from the log (--wait: and say what came of it)."""
+    from db.positions import LostLease
     from modelbus import build_wait
 
     event: dict[str, Any] = {"type": "command", "payload": f"build_{kind}", "dataset": dataset}
@@ -86,8 +87,12 @@ def build(ctx: click.Context, kind: str, dataset: str, params_text: str | None, 
             report = build_wait.wait_in_store(app.store, outcome.event_id, timeout)
         else:
             click.echo("no worker runs the builds handler: building here ...", err=True)
-            build_wait.build_here(app)
-            report = build_wait.report_from_store(app.store, outcome.event_id)
+            try:
+                build_wait.build_here(app)
+                report = build_wait.report_from_store(app.store, outcome.event_id)
+            except LostLease:
+                click.echo("a worker started meanwhile: waiting for it to build ...", err=True)
+                report = build_wait.wait_in_store(app.store, outcome.event_id, timeout)
     finally:
         if listener is not None:
             listener.close()

@@ -116,6 +116,7 @@ def topics() -> Topics:
         prediction_responses=f"responses-{tag}",
         errors=f"errors-{tag}",
         model_updates=f"updates-{tag}",
+        build_outcomes=f"outcomes-{tag}",
     )
 
 
