@@ -105,6 +105,8 @@ def guarded_pool(guard: Breaker) -> type[QueuePool]:
     """
 
     class GuardedQueuePool(QueuePool):
+        # Log as SQLAlchemy's own pools do (quiet unless asked), not as a "db.breaker" logger.
+        _sqla_logger_namespace = "sqlalchemy.pool.impl.GuardedQueuePool"
         breaker = guard
 
         def connect(self) -> Any:
