@@ -255,23 +255,7 @@ class BuildHandler(Handler):
             if promotes(mv.main_metric, current[1] if current else None):
                 self._append_promote(conn, mv)
                 promoted = True
-        registry.insert_build(
-            conn,
-            position=row.position,
-            event_id=row.event_id,
-            model=outcome.model,
-            dataset=outcome.dataset,
-            status="ok" if outcome.ok else "failed",
-            reason=outcome.reason,
-            version=version,
-            params=outcome.requested_params,
-            n_events=outcome.lineage.n_events if outcome.lineage else None,
-            requested_at=row.received_at,
-            started_at=outcome.started_at,
-            finished_at=outcome.finished_at or utcnow(),
-            load_seconds=outcome.load_seconds,
-            fit_seconds=outcome.fit_seconds,
-        )
+        _insert_build(conn, row, outcome, version, outcome.reason)
         return build_report(row, outcome, version, uuid, promoted)
 
     def _append_promote(self, conn: Connection, mv: ModelVersion) -> None:
@@ -331,25 +315,9 @@ class BuildHandler(Handler):
         if event.name in BUILD_COMMANDS:
             outcome = prepared.outcomes.get(event.position) or BuildOutcome(
                 model=BUILD_COMMANDS[event.name], dataset=event.dataset, requested_params=None)
-            registry.insert_build(
-                conn,
-                position=event.position,
-                event_id=event.event_id,
-                model=outcome.model,
-                dataset=outcome.dataset,
-                status="failed",
-                reason=f"the build could not be recorded: {reason}",
-                version=None,
-                params=outcome.requested_params,
-                n_events=outcome.lineage.n_events if outcome.lineage else None,
-                requested_at=event.received_at,
-                started_at=outcome.started_at,
-                finished_at=outcome.finished_at or utcnow(),
-                load_seconds=outcome.load_seconds,
-                fit_seconds=outcome.fit_seconds,
-            )
-            prepared.reports.append(build_report(event, outcome, None, None, False,
-                                                 f"the build could not be recorded: {reason}"))
+            failed = f"the build could not be recorded: {reason}"
+            _insert_build(conn, event, outcome, None, failed)
+            prepared.reports.append(build_report(event, outcome, None, None, False, failed))
         elif event.name == "promote":
             try:
                 command = parse_command(event)
@@ -389,6 +357,28 @@ class BuildHandler(Handler):
                 self.announce(report)
             except Exception:
                 log.exception("publishing the outcome of build %s failed", report["id"])
+
+
+def _insert_build(conn: Connection, row: EventRow, outcome: BuildOutcome, version: int | None,
+                  reason: str | None) -> None:
+    """The builds row of one command: ok with its version, or failed with `reason`."""
+    registry.insert_build(
+        conn,
+        position=row.position,
+        event_id=row.event_id,
+        model=outcome.model,
+        dataset=outcome.dataset,
+        status="ok" if version is not None else "failed",
+        reason=reason,
+        version=version,
+        params=outcome.requested_params,
+        n_events=outcome.lineage.n_events if outcome.lineage else None,
+        requested_at=row.received_at,
+        started_at=outcome.started_at,
+        finished_at=outcome.finished_at or utcnow(),
+        load_seconds=outcome.load_seconds,
+        fit_seconds=outcome.fit_seconds,
+    )
 
 
 def _fits(version: int) -> bool:

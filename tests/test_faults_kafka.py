@@ -50,6 +50,16 @@ def broker(tmp_path):
     own.stop()
 
 
+def seeded(mysql_db: str, broker: Broker, topics, **extra) -> tuple[Settings, int]:
+    """Kafka settings on `broker`, its topics, one promoted version of each model; and the log head."""
+    settings = kafka_settings(mysql_db, broker.bootstrap, topics, predict_batch=64, **extra)
+    create_topics(settings)
+    embedded = App(Settings(database_url=mysql_db))
+    seed_models(embedded)
+    embedded.close()
+    return settings, counts(mysql_db)[0]
+
+
 def training(i: int) -> bytes:
     """A training record whose payload says which one it is."""
     return json.dumps({"type": "training", "payload": f"{i % 7},{i % 5},{i},{i % 3}"}).encode()
@@ -136,12 +146,8 @@ def _post_event(url: str, body: dict, deadline: float) -> tuple[int, list[float]
 def test_broker_restarted_empty_under_modelbus_up_every_request_answered(mysql_db, broker, topics):
     """`modelbus up` (ingest, predictor, API) through a broker restart: every request sent after it is
     answered, POST /api/events works again, and events posted over HTTP are stored once each."""
-    settings = kafka_settings(mysql_db, broker.bootstrap, topics, predict_batch=64, predict_wait_ms=10)
-    create_topics(settings)
-    embedded = App(Settings(database_url=mysql_db))
-    seed_models(embedded)
-    embedded.close()
-    head_before = counts(mysql_db)[0] + 1  # the event posted before the restart
+    settings, head_before = seeded(mysql_db, broker, topics, predict_wait_ms=10)
+    head_before += 1  # the event posted before the restart
     up = Proc(["up", "--port", "0", "--no-scheduler"], settings_env(settings), "modelbus up")
     try:
         url = API_READY.search(up.wait_for("api ready at")).group(1)
@@ -199,12 +205,7 @@ BIG = "9" * 400
 def test_poison_values_on_both_topics_are_dead_letters_and_nothing_behind_them_waits(mysql_db, broker, topics):
     """A 400-digit integer on event_topic and on prediction_request_topic: a dead letter with its reason
     (and an error answer), and every message after it is stored or answered."""
-    settings = kafka_settings(mysql_db, broker.bootstrap, topics, predict_batch=64, predict_wait_ms=10)
-    create_topics(settings)
-    embedded = App(Settings(database_url=mysql_db))
-    seed_models(embedded)
-    embedded.close()
-    head_before = counts(mysql_db)[0]
+    settings, head_before = seeded(mysql_db, broker, topics, predict_wait_ms=10)
     up = Proc(["up", "--no-api", "--no-scheduler"], settings_env(settings), "modelbus up")
     try:
         up.wait_for("ingest: partitions assigned")
@@ -250,12 +251,7 @@ def test_a_message_the_database_refuses_is_isolated_and_everything_else_goes_on(
 
     from db.engine import make_engine
 
-    settings = kafka_settings(mysql_db, broker.bootstrap, topics, predict_batch=64, predict_wait_ms=50)
-    create_topics(settings)
-    embedded = App(Settings(database_url=mysql_db))
-    seed_models(embedded)
-    embedded.close()
-    head_before = counts(mysql_db)[0]
+    settings, head_before = seeded(mysql_db, broker, topics, predict_wait_ms=50)
     engine = make_engine(mysql_db)
     with engine.begin() as conn:
         conn.execute(text(REFUSE_EVENT))
