@@ -14,13 +14,13 @@ from typing import Any, Callable
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
-from commands.messages import BUILD_COMMANDS, MODEL_KINDS, Rejected, canonical_json
-from commands.parse import INT64_MAX, INT64_MIN, loads, shorten
-from commands.publish import EventPublisher, outcome_json
-from db.breaker import DatabaseUnavailable
-from db.events import REJECTED, event_json
-from handlers.ingest import ERROR_RAW_LIMIT
-from handlers.predict import (
+from modelbus.commands.messages import BUILD_COMMANDS, MODEL_KINDS, Rejected, canonical_json
+from modelbus.commands.parse import INT64_MAX, INT64_MIN, loads, shorten
+from modelbus.commands.publish import EventPublisher, outcome_json
+from modelbus.db.breaker import DatabaseUnavailable
+from modelbus.db.events import REJECTED, event_json
+from modelbus.handlers.ingest import ERROR_RAW_LIMIT
+from modelbus.handlers.predict import (
     DbRegistry,
     Item,
     MicroBatcher,
@@ -32,8 +32,8 @@ from handlers.predict import (
     resolve,
 )
 
-from api.metrics import KafkaIngestLag, Metrics
-from api.openapi import openapi_document
+from modelbus.api.metrics import KafkaIngestLag, Metrics
+from modelbus.api.openapi import openapi_document
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
     try:
         text = json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except ValueError:
-        from handlers.predictor import _finite
+        from modelbus.handlers.predictor import _finite
 
         text = json.dumps(_finite(body), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     return Response(text, status=status, mimetype="application/json", headers=headers)
@@ -138,7 +138,7 @@ class Serving:
 
     def start(self, start: Callable[[str, Callable[[threading.Event], None]], None]) -> None:
         """Start hot reload (model-update notices and alias polling) with a Services-like `start`."""
-        from handlers.predictor import reload_targets
+        from modelbus.handlers.predictor import reload_targets
 
         if self._started:
             return

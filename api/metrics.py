@@ -9,7 +9,7 @@ from typing import Any, Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
-from db.breaker import DatabaseUnavailable
+from modelbus.db.breaker import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ class StoreCollector:
 
     def collect(self):
         """Metric families computed now; a failing source is skipped, never a failed scrape."""
-        from db import positions
+        from modelbus.db import positions
 
         try:
             head = self.store.head()
@@ -61,7 +61,7 @@ class StoreCollector:
     def _registry_metrics(self):
         from sqlalchemy import func, select
 
-        from db.schema import builds
+        from modelbus.db.schema import builds
 
         with self.store.engine.connect() as conn:
             rows = conn.execute(select(builds.c.model, builds.c.status, func.count()).group_by(builds.c.model, builds.c.status)).all()
@@ -93,7 +93,7 @@ class KafkaIngestLag:
             return self._value
 
     def _measure(self) -> int:
-        from commands.kafka import group_lag
+        from modelbus.commands.kafka import group_lag
 
         return sum(row["lag"] for row in group_lag(self.settings, self.settings.ingest_group,
                                                    self.settings.topics.events))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from commands.messages import BUILD_COMMANDS, MODEL_KINDS
+from modelbus.commands.messages import BUILD_COMMANDS, MODEL_KINDS
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 

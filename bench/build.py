@@ -38,8 +38,8 @@ def synthetic(n: int, seed: int = 0) -> np.ndarray:
 
 
 def _append(store, rows: np.ndarray, dataset: str) -> float:
-    from db.events import Source
-    from handlers.ingest import incoming
+    from modelbus.db.events import Source
+    from modelbus.handlers.ingest import incoming
 
     started = time.perf_counter()
     for start in range(0, len(rows), 5000):
@@ -52,14 +52,14 @@ def _append(store, rows: np.ndarray, dataset: str) -> float:
 
 def measure(url: str, rows: np.ndarray, dataset: str = "bench", params: dict | None = None) -> dict:
     """Append rows and a build_mlp command, build it with the handler, verify it; the figures."""
-    from db import registry
-    from db.engine import make_engine
-    from db.events import EventStore, Schemas, Source
-    from db.migrate import upgrade
-    from handlers.build import BuildHandler
-    from handlers.ingest import incoming
-    from handlers.runner import Follower
-    from handlers.verify import verify_version
+    from modelbus.db import registry
+    from modelbus.db.engine import make_engine
+    from modelbus.db.events import EventStore, Schemas, Source
+    from modelbus.db.migrate import upgrade
+    from modelbus.handlers.build import BuildHandler
+    from modelbus.handlers.ingest import incoming
+    from modelbus.handlers.runner import Follower
+    from modelbus.handlers.verify import verify_version
 
     engine = make_engine(url)
     upgrade(engine)
@@ -69,7 +69,7 @@ def measure(url: str, rows: np.ndarray, dataset: str = "bench", params: dict | N
     if params:
         command["params"] = params
     store.append([incoming(json.dumps(command).encode(), Source("bench"), 65536)])
-    import builders.mlp  # noqa: F401  (torch's import is not part of a build in a running worker)
+    import modelbus.builders.mlp  # noqa: F401  (torch's import is not part of a build in a running worker)
 
     started = time.perf_counter()
     Follower(store, BuildHandler(engine), "bench").catch_up()
@@ -100,7 +100,7 @@ def measure(url: str, rows: np.ndarray, dataset: str = "bench", params: dict | N
 
 def direct_fit_seconds(rows: np.ndarray, params: dict | None = None) -> float:
     """The baseline: the same fit straight from numpy arrays, without the log or the registry."""
-    from builders import TrainingData, get_builder
+    from modelbus.builders import TrainingData, get_builder
 
     data = TrainingData.from_rows(rows, np.arange(1, len(rows) + 1))
     started = time.perf_counter()
@@ -110,7 +110,7 @@ def direct_fit_seconds(rows: np.ndarray, params: dict | None = None) -> float:
 
 def darcey_accuracy() -> float:
     """Holdout accuracy of the default mlp on darcey.csv (474 rows, keyed by line number)."""
-    from builders import TrainingData, get_builder
+    from modelbus.builders import TrainingData, get_builder
 
     rows = np.loadtxt(DARCEY, delimiter=",", ndmin=2)
     return get_builder("mlp").fit(TrainingData.from_rows(rows, np.arange(1, len(rows) + 1))).metrics["accuracy"]

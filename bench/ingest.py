@@ -38,8 +38,8 @@ DEFAULT_MYSQL = "mysql+pymysql://root@127.0.0.1:3306/test"
 @contextmanager
 def services() -> Iterator[tuple[str, str]]:
     """A Tansu broker on a free port and an empty, migrated MySQL database; both removed after."""
-    from db.engine import make_engine
-    from db.migrate import upgrade
+    from modelbus.db.engine import make_engine
+    from modelbus.db.migrate import upgrade
     from modelbus.broker import throwaway_broker
 
     server = make_url(os.environ.get("MODELBUS_BENCH_MYSQL_URL") or os.environ.get("MODELBUS_TEST_MYSQL_URL") or DEFAULT_MYSQL)
@@ -93,7 +93,7 @@ def consume_raw(bootstrap: str, topic: str, n: int, **config) -> float:
     """(a) kafka-python alone: poll until n messages arrived; messages per second."""
     from kafka import KafkaConsumer, TopicPartition
 
-    from commands.kafka import make_consumer
+    from modelbus.commands.kafka import make_consumer
     from modelbus.settings import Settings
 
     # The worker's consumer settings, without a group (no join to wait for).
@@ -170,7 +170,7 @@ def executemany_raw(url: str, values: list[bytes]) -> float:
 
 
 def _head(engine) -> int:
-    from db.schema import log_head
+    from modelbus.db.schema import log_head
 
     with engine.connect() as conn:
         return conn.execute(select(log_head.c.position)).scalar_one()
@@ -222,7 +222,7 @@ def watch_head(engine, n: int, alive, pid: int | None = None, timeout: float = 3
 
 def worker_subprocess(settings, n: int) -> tuple[float, float]:
     """(c) `modelbus worker --no-handlers` from Tansu into `events`; events/s and CPU us/event."""
-    from db.engine import make_engine
+    from modelbus.db.engine import make_engine
 
     engine = make_engine(settings.database_url)
     proc = subprocess.Popen(
@@ -238,10 +238,10 @@ def worker_subprocess(settings, n: int) -> tuple[float, float]:
 
 def worker_in_process(settings, n: int, profile: bool) -> tuple[float, float]:
     """(c) IngestWorker in this process (optionally profiled); events/s and CPU us/event (whole process)."""
-    from commands.transport import KafkaTransport
-    from db.engine import make_engine
-    from db.events import EventStore, Schemas
-    from handlers.ingest import IngestWorker
+    from modelbus.commands.transport import KafkaTransport
+    from modelbus.db.engine import make_engine
+    from modelbus.db.events import EventStore, Schemas
+    from modelbus.handlers.ingest import IngestWorker
 
     engine = make_engine(settings.database_url)
     transport = KafkaTransport(settings.kafka_bootstrap)
@@ -274,7 +274,7 @@ def worker_in_process(settings, n: int, profile: bool) -> tuple[float, float]:
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     """Produce MESSAGES to Tansu, then time (a), (b) and (c); print and return the rates."""
-    from commands.kafka import create_topics
+    from modelbus.commands.kafka import create_topics
     from modelbus.settings import Settings, Topics
 
     parser = argparse.ArgumentParser(prog="python -m bench.ingest")

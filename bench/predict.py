@@ -58,7 +58,7 @@ def services() -> Iterator[tuple[str, str]]:
 
 def _seed_models(app) -> None:
     """The demo data set in the log and a build of each model with default params."""
-    from handlers.runner import Follower
+    from modelbus.handlers.runner import Follower
     from modelbus.demo import training_events
 
     events = list(training_events())
@@ -95,7 +95,7 @@ def kafka_rate(bootstrap: str, url: str, n: int, batch: int, wait_ms: int) -> fl
     """Answers per second of one `modelbus predictor` on n waiting requests."""
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-    from commands.kafka import create_topics
+    from modelbus.commands.kafka import create_topics
     from modelbus.settings import Settings, Topics
 
     tag = uuid.uuid4().hex[:8]

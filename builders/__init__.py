@@ -1,5 +1,5 @@
 """How models are made: pure builders (mlp, slr, linear) behind one interface, with no I/O."""
-from builders.base import (
+from modelbus.builders.base import (
     KINDS,
     Builder,
     BuildError,
@@ -11,7 +11,7 @@ from builders.base import (
     get_builder,
     library_versions,
 )
-from builders.split import train_test_indices
+from modelbus.builders.split import train_test_indices
 
 __all__ = [
     "KINDS",

@@ -16,7 +16,7 @@ import numpy as np
 KINDS: tuple[str, ...] = ("linear", "mlp", "slr")
 
 # Imported on demand so a process that only serves linear models never loads torch.
-_MODULES = {"linear": "builders.linear", "mlp": "builders.mlp", "slr": "builders.slr"}
+_MODULES = {"linear": "modelbus.builders.linear", "mlp": "modelbus.builders.mlp", "slr": "modelbus.builders.slr"}
 
 
 class BuildError(Exception):

@@ -19,7 +19,7 @@ import safetensors.torch
 import torch
 import torch.nn.functional as F
 
-from builders.base import (
+from modelbus.builders.base import (
     SEED,
     SPLIT,
     Builder,
@@ -37,8 +37,8 @@ from builders.base import (
     positive_number,
     shown,
 )
-from builders.metrics import classification_metrics
-from builders.split import holdout
+from modelbus.builders.metrics import classification_metrics
+from modelbus.builders.split import holdout
 
 FORMAT = "modelbus.mlp/1"
 # The key of the only entry in the safetensors metadata: safetensors writes metadata from a

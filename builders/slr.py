@@ -9,7 +9,7 @@ from typing import Any, Mapping
 import numpy as np
 from sklearn.metrics import r2_score
 
-from builders.base import (
+from modelbus.builders.base import (
     SEED,
     SPLIT,
     Builder,
@@ -21,8 +21,8 @@ from builders.base import (
     dumps_canonical,
     loads_artifact,
 )
-from builders.metrics import regression_metrics
-from builders.split import holdout
+from modelbus.builders.metrics import regression_metrics
+from modelbus.builders.split import holdout
 
 FORMAT = "modelbus.slr/1"
 PARAMS: dict[str, Param] = {"seed": SEED, "split": SPLIT}

@@ -6,7 +6,7 @@ from typing import Mapping
 
 import numpy as np
 
-from builders.base import BuildError, TrainingData, require_finite, require_split_sizes
+from modelbus.builders.base import BuildError, TrainingData, require_finite, require_split_sizes
 
 
 def train_size(n_rows: int, train_fraction: float) -> int:

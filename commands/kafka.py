@@ -49,7 +49,7 @@ def admin(settings: Settings):
 
 def kafka_transport(settings: Settings):
     """A KafkaTransport with the configured send timeout."""
-    from commands.transport import KafkaTransport
+    from modelbus.commands.transport import KafkaTransport
 
     assert settings.kafka_bootstrap
     return KafkaTransport(settings.kafka_bootstrap, timeout=settings.kafka_send_timeout_ms / 1000)

@@ -6,7 +6,7 @@ import math
 import re
 from typing import Any
 
-from commands.messages import (
+from modelbus.commands.messages import (
     BUILD_COMMANDS,
     COMMANDS,
     DEFAULT_DATASET,

@@ -4,11 +4,11 @@ from __future__ import annotations
 import uuid
 from typing import Any, Sequence
 
-from commands.messages import Rejected, Training, canonical_json
-from commands.parse import check_feature_count, loads, parse_event_obj
-from commands.transport import Transport
-from db.events import REJECTED, EventStore, Incoming, Outcome, Source
-from handlers.ingest import error_message, store_and_report
+from modelbus.commands.messages import Rejected, Training, canonical_json
+from modelbus.commands.parse import check_feature_count, loads, parse_event_obj
+from modelbus.commands.transport import Transport
+from modelbus.db.events import REJECTED, EventStore, Incoming, Outcome, Source
+from modelbus.handlers.ingest import error_message, store_and_report
 from modelbus.settings import Settings
 
 QUEUED = "queued"

@@ -9,8 +9,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from apscheduler.triggers.cron import CronTrigger
 
-from commands.messages import BUILD_COMMANDS, Rejected
-from commands.parse import parse_event_obj
+from modelbus.commands.messages import BUILD_COMMANDS, Rejected
+from modelbus.commands.parse import parse_event_obj
 from modelbus.settings import ScheduleJob
 
 # A job name goes into every event id it posts (ids are at most 128 characters).
@@ -125,7 +125,7 @@ def _check_params(job: ScheduleJob) -> None:
     if not job.params:
         return
     # Imported only when params need checking: the mlp builder loads torch.
-    from builders.base import BuildError, get_builder
+    from modelbus.builders.base import BuildError, get_builder
 
     try:
         get_builder(BUILD_COMMANDS[job.command]).validate_params(job.params)

@@ -19,8 +19,8 @@ from apscheduler.executors.base import run_job
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from cron.schedule import PlannedJob, command_event, plan, slot_id
-from db.events import REJECTED, Outcome
+from modelbus.cron.schedule import PlannedJob, command_event, plan, slot_id
+from modelbus.db.events import REJECTED, Outcome
 from modelbus.settings import ScheduleJob
 
 log = logging.getLogger(__name__)

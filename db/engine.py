@@ -10,7 +10,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from db.breaker import Breaker, guarded_pool, watch
+from modelbus.db.breaker import Breaker, guarded_pool, watch
 
 
 @dataclass(frozen=True)

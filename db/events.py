@@ -14,9 +14,9 @@ from typing import Iterable, Mapping, Sequence
 from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from commands.messages import Event, Rejected, Training, canonical_json
-from commands.parse import check_feature_count
-from db.schema import dead_letters, datasets, events, log_head
+from modelbus.commands.messages import Event, Rejected, Training, canonical_json
+from modelbus.commands.parse import check_feature_count
+from modelbus.db.schema import dead_letters, datasets, events, log_head
 
 log = logging.getLogger(__name__)
 

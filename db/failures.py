@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, Engine, delete, func, insert, select
 from sqlalchemy.exc import DBAPIError
 
-from db.events import EventRow, utcnow
-from db.schema import handler_failures
+from modelbus.db.events import EventRow, utcnow
+from modelbus.db.schema import handler_failures
 
 # A MySQL TEXT holds 64 KiB; a reason longer than this says nothing more useful.
 MESSAGE_LIMIT = 2000

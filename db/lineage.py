@@ -9,11 +9,11 @@ from typing import Callable, Iterator
 import numpy as np
 from sqlalchemy import Connection, Engine, select
 
-from builders.base import BuildError, TrainingData
-from commands.messages import Rejected, Training
-from commands.parse import parse_event_obj
-from db.events import EventRow
-from db.schema import events
+from modelbus.builders.base import BuildError, TrainingData
+from modelbus.commands.messages import Rejected, Training
+from modelbus.commands.parse import parse_event_obj
+from modelbus.db.events import EventRow
+from modelbus.db.schema import events
 
 # Rows fetched per round trip while streaming the log.
 STREAM_ROWS = 5000

@@ -11,7 +11,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, text
 
-from db.engine import SQLITE_BEGIN
+from modelbus.db.engine import SQLITE_BEGIN
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 _LOCK = "modelbus_migrate"

@@ -7,8 +7,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, Engine, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from db.events import utcnow
-from db.schema import handler_positions
+from modelbus.db.events import utcnow
+from modelbus.db.schema import handler_positions
 
 
 class LostLease(RuntimeError):

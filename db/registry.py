@@ -13,9 +13,9 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Select, Table, delete, func, insert, select, update
 
-from db.schema import aliases as aliases_table
-from db.schema import builds as builds_table
-from db.schema import linear_model, model_versions, promotions, training_log
+from modelbus.db.schema import aliases as aliases_table
+from modelbus.db.schema import builds as builds_table
+from modelbus.db.schema import linear_model, model_versions, promotions, training_log
 
 PRODUCTION = "production"
 # uuid5 namespace of model version uuids: a replay of the same log gives the same uuids.

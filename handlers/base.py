@@ -6,7 +6,7 @@ from typing import Any, Sequence
 
 from sqlalchemy import Connection
 
-from db.events import EventRow
+from modelbus.db.events import EventRow
 
 
 class Handler:

@@ -22,14 +22,14 @@ from typing import Callable, Sequence
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from builders.base import BuildError, BuildResult, Cancelled, check_stop, get_builder
-from commands.messages import BUILD_COMMANDS, Command, Rejected, canonical_json
-from commands.parse import parse_event_obj
-from db import registry
-from db.events import DUPLICATE, EventRow, Incoming, Schemas, Source, append_batch, utcnow
-from db.lineage import Lineage, load_training
-from db.registry import ModelUpdate, ModelVersion
-from handlers.base import Handler
+from modelbus.builders.base import BuildError, BuildResult, Cancelled, check_stop, get_builder
+from modelbus.commands.messages import BUILD_COMMANDS, Command, Rejected, canonical_json
+from modelbus.commands.parse import parse_event_obj
+from modelbus.db import registry
+from modelbus.db.events import DUPLICATE, EventRow, Incoming, Schemas, Source, append_batch, utcnow
+from modelbus.db.lineage import Lineage, load_training
+from modelbus.db.registry import ModelUpdate, ModelVersion
+from modelbus.handlers.base import Handler
 
 log = logging.getLogger(__name__)
 

@@ -8,12 +8,12 @@ import threading
 from collections import Counter
 from typing import Sequence
 
-from commands.messages import Rejected
-from commands.parse import parse_event
-from commands.transport import Transport
-from db.engine import reachable
-from db.events import DUPLICATE, REJECTED, EventStore, Incoming, Outcome, Source, utcnow
-from handlers.isolate import run_isolating
+from modelbus.commands.messages import Rejected
+from modelbus.commands.parse import parse_event
+from modelbus.commands.transport import Transport
+from modelbus.db.engine import reachable
+from modelbus.db.events import DUPLICATE, REJECTED, EventStore, Incoming, Outcome, Source, utcnow
+from modelbus.handlers.isolate import run_isolating
 from modelbus.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -157,7 +157,7 @@ class IngestWorker:
 
     def run(self, stop: threading.Event) -> None:
         """Poll, store, report, commit; until `stop` is set. Never dies on a message."""
-        from commands.kafka import TopicWatch, make_consumer, run_group
+        from modelbus.commands.kafka import TopicWatch, make_consumer, run_group
 
         watch = TopicWatch(self.settings, [self.settings.topics.events], "ingest", log)
         self.topic_ids = watch.ids

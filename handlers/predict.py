@@ -18,8 +18,8 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 
-from commands.messages import MODEL_KINDS, PredictionRequest, Rejected
-from commands.parse import DEFAULT_MAX_BYTES, MAX_ID_CHARS, loads, parse_request_obj
+from modelbus.commands.messages import MODEL_KINDS, PredictionRequest, Rejected
+from modelbus.commands.parse import DEFAULT_MAX_BYTES, MAX_ID_CHARS, loads, parse_request_obj
 
 log = logging.getLogger(__name__)
 
@@ -56,37 +56,37 @@ class DbRegistry:
 
     def production(self, model: str, dataset: str):
         """The production version of (model, dataset), or None."""
-        from db import registry
+        from modelbus.db import registry
 
         return registry.production(self.engine, model, dataset)
 
     def get_version(self, model: str, dataset: str, version: int):
         """One version, or None."""
-        from db import registry
+        from modelbus.db import registry
 
         return registry.get_version(self.engine, model, dataset, version)
 
     def aliases(self) -> dict[tuple[str, str], int]:
         """Every production alias."""
-        from db import registry
+        from modelbus.db import registry
 
         return registry.aliases(self.engine)
 
     def alias_generation(self) -> int:
         """The alias generation counter."""
-        from db import registry
+        from modelbus.db import registry
 
         return registry.alias_generation(self.engine)
 
     def list_versions(self, model: str | None = None, dataset: str | None = None) -> list:
         """Versions without artifacts, by model, dataset and version."""
-        from db import registry
+        from modelbus.db import registry
 
         return registry.list_versions(self.engine, model, dataset)
 
     def builds(self, model: str | None = None, dataset: str | None = None, limit: int = 50) -> list[dict]:
         """Build attempts, newest first."""
-        from db import registry
+        from modelbus.db import registry
 
         return registry.builds(self.engine, model, dataset, limit)
 
@@ -123,7 +123,7 @@ def _serving_threads() -> None:
 
 def load_version(mv: Any) -> Loaded:
     """Build a Loaded from a ModelVersion with its artifact (raises ValueError on a bad artifact)."""
-    from builders import get_builder
+    from modelbus.builders import get_builder
 
     if mv.artifact is None:
         raise ValueError(f"{mv.model} v{mv.version} of dataset '{mv.dataset}' has no artifact")
@@ -256,7 +256,7 @@ class ModelCache:
 
     def refresh(self) -> bool:
         """Reload every alias that moved since the last call (the polling fallback); True if any did."""
-        from db.breaker import DatabaseUnavailable
+        from modelbus.db.breaker import DatabaseUnavailable
 
         try:
             generation = self.registry.alias_generation()
@@ -369,7 +369,7 @@ def _forward(predictor: Any, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | No
     if callable(logits) and predictor.classes:
         # MlpModel.predict and predict_proba each run the network; both are functions of its
         # logits (argmax -> class label, softmax -> probabilities), so run it once.
-        from builders.mlp import softmax
+        from modelbus.builders.mlp import softmax
 
         out = logits(X)
         return np.asarray(predictor.classes, dtype=np.float64)[out.argmax(axis=1)], softmax(out)

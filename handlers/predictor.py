@@ -14,12 +14,12 @@ import time
 from collections import Counter
 from typing import Any, Callable, Mapping, Sequence
 
-from commands.messages import Rejected
-from commands.transport import Transport
-from db.events import EventStore, Source
-from handlers.ingest import is_outage, rejected, store_and_report
-from handlers.isolate import run_isolating
-from handlers.predict import REGISTRY_UNAVAILABLE, ModelCache, error_response, parse_item, predict_batch
+from modelbus.commands.messages import Rejected
+from modelbus.commands.transport import Transport
+from modelbus.db.events import EventStore, Source
+from modelbus.handlers.ingest import is_outage, rejected, store_and_report
+from modelbus.handlers.isolate import run_isolating
+from modelbus.handlers.predict import REGISTRY_UNAVAILABLE, ModelCache, error_response, parse_item, predict_batch
 from modelbus.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -154,7 +154,7 @@ class PredictionWorker:
 
     def run(self, stop: threading.Event) -> None:
         """Poll, answer, commit; until `stop` is set. Never dies on a request."""
-        from commands.kafka import TopicWatch, kafka_transport, make_consumer, run_group
+        from modelbus.commands.kafka import TopicWatch, kafka_transport, make_consumer, run_group
 
         watch = TopicWatch(self.settings, [self.settings.topics.prediction_requests], "predictor", log)
         self.topic_ids = watch.ids
@@ -217,7 +217,7 @@ class UpdateListener:
         """Follow the topic until `stop` is set."""
         from kafka.structs import TopicPartition
 
-        from commands.kafka import create_topics, make_consumer
+        from modelbus.commands.kafka import create_topics, make_consumer
 
         topic = self.settings.topics.model_updates
         # Every process must see every notice, so no consumer group: a group of one with a

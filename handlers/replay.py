@@ -5,10 +5,10 @@ import time
 
 from tqdm import tqdm
 
-from db import failures, positions
-from db.events import EventStore
-from handlers.base import Handler
-from handlers.runner import Follower, owner_id
+from modelbus.db import failures, positions
+from modelbus.db.events import EventStore
+from modelbus.handlers.base import Handler
+from modelbus.handlers.runner import Follower, owner_id
 
 
 def _claim(store: EventStore, name: str, owner: str, wait_seconds: float) -> None:

@@ -20,13 +20,13 @@ from typing import Any, Callable, Iterator, Sequence
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from builders.base import Cancelled
-from db import failures, positions
-from db.engine import reachable
-from db.events import EventRow, EventStore
-from db.positions import LostLease
-from handlers.base import Handler
-from handlers.isolate import run_isolating
+from modelbus.builders.base import Cancelled
+from modelbus.db import failures, positions
+from modelbus.db.engine import reachable
+from modelbus.db.events import EventRow, EventStore
+from modelbus.db.positions import LostLease
+from modelbus.handlers.base import Handler
+from modelbus.handlers.isolate import run_isolating
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ from typing import Any, Callable
 
 from sqlalchemy import Engine
 
-from db import registry
-from db.registry import ModelVersion
-from handlers.build import BuildOutcome, run_build
+from modelbus.db import registry
+from modelbus.db.registry import ModelVersion
+from modelbus.handlers.build import BuildOutcome, run_build
 
 # Wall-clock figures differ on every run; they are reported, never compared.
 UNCOMPARED_METRICS = ("execution_time",)

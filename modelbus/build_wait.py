@@ -12,8 +12,8 @@ import logging
 import time
 from typing import Any
 
-from db import positions, registry
-from db.events import utcnow
+from modelbus.db import positions, registry
+from modelbus.db.events import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ class OutcomeListener:
         """Assign every partition of the topic at its end (creating the topic if a worker has not yet)."""
         from kafka.structs import TopicPartition
 
-        from commands.kafka import create_topics, make_consumer
+        from modelbus.commands.kafka import create_topics, make_consumer
 
         topic = self.settings.topics.build_outcomes
         create_topics(self.settings, topics=[topic])
@@ -63,7 +63,7 @@ class OutcomeListener:
 
 def report_from_store(store, event_id: str) -> dict | None:
     """The outcome of a build command as recorded in the registry, shaped like build_outcome_topic's."""
-    from handlers.build import auto_promote_id
+    from modelbus.handlers.build import auto_promote_id
 
     engine = store.engine
     build = registry.get_build(engine, event_id=event_id)
@@ -92,7 +92,7 @@ def builds_handler_running(engine) -> bool:
 
 def build_here(app) -> None:
     """Run the builds handler in this process until the log is applied (its promotions included)."""
-    from handlers.runner import Follower
+    from modelbus.handlers.runner import Follower
 
     handler = next(h for h in app.handlers() if h.name == BUILDS_HANDLER)
     follower = Follower(app.store, handler)

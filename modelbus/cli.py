@@ -11,7 +11,7 @@ from typing import Any, Iterator
 
 import click
 
-from commands.parse import INT64_MAX
+from modelbus.commands.parse import INT64_MAX
 from modelbus.settings import load_settings
 
 # Numbers the store can hold: anything larger is a usage error, not a database traceback.
@@ -77,7 +77,7 @@ def db() -> None:
 @click.pass_context
 def db_upgrade(ctx: click.Context) -> None:
     """Migrate the schema to the newest revision (also done on every start)."""
-    from db.migrate import current_revision
+    from modelbus.db.migrate import current_revision
 
     app = _app(ctx)
     click.echo(f"database at revision {current_revision(app.engine)}")
@@ -87,7 +87,7 @@ def db_upgrade(ctx: click.Context) -> None:
 @click.pass_context
 def db_current(ctx: click.Context) -> None:
     """Print the schema revision without migrating."""
-    from db.migrate import current_revision, head_revision
+    from modelbus.db.migrate import current_revision, head_revision
 
     app = _app(ctx, migrate=False)
     click.echo(f"current {current_revision(app.engine) or 'none'}, newest {head_revision()}")
@@ -106,7 +106,7 @@ def worker(ctx: click.Context, ingest: bool, run_handlers: bool) -> None:
     services = Services()
     services.install_signal_handlers()
     if ingest and app.settings.kafka_mode:
-        from commands.kafka import create_topics
+        from modelbus.commands.kafka import create_topics
 
         create_topics(app.settings)
         start_ingest(app, services)
@@ -137,8 +137,8 @@ def _read_events(texts: tuple[str, ...], file: str | None) -> Iterator[Any]:
     content = _read_text(file)
     stripped = content.lstrip()
     if stripped.startswith("["):
-        from commands.messages import Rejected
-        from commands.parse import loads
+        from modelbus.commands.messages import Rejected
+        from modelbus.commands.parse import loads
 
         # The strict parser, as for every message: Python's own json takes NaN and repeated keys.
         try:
@@ -185,8 +185,8 @@ def _read_csv(path: str, dataset: str | None) -> list[dict[str, Any]]:
 
 def _is_header(cells: list[str]) -> bool:
     """A first row is a header only when none of its values is a number (a bad data row is sent, not dropped)."""
-    from commands.messages import Rejected
-    from commands.parse import parse_values
+    from modelbus.commands.messages import Rejected
+    from modelbus.commands.parse import parse_values
 
     for cell in cells:
         try:
@@ -218,7 +218,7 @@ def send(ctx: click.Context, events: tuple[str, ...], file: str | None, csv_file
     modelbus send - < events.jsonl
     modelbus send --csv data.csv --dataset darcey
     """
-    from commands.publish import outcome_json
+    from modelbus.commands.publish import outcome_json
 
     if "-" in events:
         if file is not None or events != ("-",):
@@ -264,7 +264,7 @@ def send(ctx: click.Context, events: tuple[str, ...], file: str | None, csv_file
 @click.pass_context
 def events(ctx: click.Context, after: int, limit: int, last: int | None, type_: str | None, name: str | None, dataset: str | None, as_json: bool) -> None:
     """Read the log."""
-    from db.events import event_json
+    from modelbus.db.events import event_json
 
     app = _app(ctx)
     if last is not None:
@@ -315,8 +315,8 @@ def replay(ctx: click.Context, names: tuple[str, ...], wait: float) -> None:
 
     The handlers must not be running elsewhere (`modelbus worker` or `up`): stop them first.
     """
-    from db.positions import LostLease
-    from handlers.replay import replay_handler
+    from modelbus.db.positions import LostLease
+    from modelbus.handlers.replay import replay_handler
 
     app = _app(ctx)
     handlers = {h.name: h for h in app.handlers()}
@@ -341,7 +341,7 @@ def replay(ctx: click.Context, names: tuple[str, ...], wait: float) -> None:
 @click.pass_context
 def broker(ctx: click.Context, host: str, port: int, partitions: int | None) -> None:
     """Start a local Kafka-compatible broker (Tansu, memory only) and create the topics."""
-    from commands.kafka import create_topics
+    from modelbus.commands.kafka import create_topics
     from modelbus.broker import BrokerUnavailable, start_broker, stop_broker
 
     from modelbus.cli_errors import listen_problem
@@ -379,7 +379,7 @@ def topics() -> None:
 @click.pass_context
 def topics_create(ctx: click.Context, partitions: int | None) -> None:
     """Create every topic modelbus uses that does not exist yet."""
-    from commands.kafka import all_topics, create_topics
+    from modelbus.commands.kafka import all_topics, create_topics
 
     settings = ctx.obj["settings"]
     if not settings.kafka_mode:

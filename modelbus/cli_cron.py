@@ -19,7 +19,7 @@ def scheduler(ctx: click.Context, check: bool, show_next: int) -> None:
     schedulers running the same schedule over the same store make one event per slot.
     See messages/schedule.toml for the seed's crontab.
     """
-    from cron.schedule import ScheduleError, plan
+    from modelbus.cron.schedule import ScheduleError, plan
 
     settings = ctx.obj["settings"]
     try:
@@ -44,7 +44,7 @@ def scheduler(ctx: click.Context, check: bool, show_next: int) -> None:
             click.echo(f"{p.name}: '{p.job.cron}' ({p.job.timezone}) {p.job.command} dataset {p.job.dataset}; next {', '.join(times) or 'never'}")
         return
 
-    from cron.scheduler import run_scheduler
+    from modelbus.cron.scheduler import run_scheduler
     from modelbus.cli import _app
     from modelbus.runtime import Services
 

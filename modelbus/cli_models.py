@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
-from commands.messages import DEFAULT_DATASET, MODEL_KINDS
-from commands.parse import INT64_MAX, VERSION_MAX
+from modelbus.commands.messages import DEFAULT_DATASET, MODEL_KINDS
+from modelbus.commands.parse import INT64_MAX, VERSION_MAX
 
 KIND = click.Choice(sorted(MODEL_KINDS))
 VERSION = click.IntRange(1, VERSION_MAX)
@@ -30,7 +30,7 @@ def _metrics_line(metrics: dict) -> str:
 
 
 def _version_or_fail(app, model: str, dataset: str, version: int):
-    from db import registry
+    from modelbus.db import registry
 
     mv = registry.get_version(app.engine, model, dataset, version)
     if mv is None:
@@ -51,13 +51,13 @@ def _version_or_fail(app, model: str, dataset: str, version: int):
 @click.pass_context
 def build(ctx: click.Context, kind: str, dataset: str, params_text: str | None, wait: bool, timeout: float) -> None:
     """Post a build_<KIND> command; a worker builds it from the log (--wait: and say what came of it)."""
-    from db.positions import LostLease
+    from modelbus.db.positions import LostLease
     from modelbus import build_wait
 
     event: dict[str, Any] = {"type": "command", "payload": f"build_{kind}", "dataset": dataset}
     if params_text is not None:
-        from commands.messages import Rejected
-        from commands.parse import loads
+        from modelbus.commands.messages import Rejected
+        from modelbus.commands.parse import loads
 
         # The bus's strict parser: Python's json would take NaN and integers no store holds.
         try:
@@ -117,7 +117,7 @@ def build(ctx: click.Context, kind: str, dataset: str, params_text: str | None, 
 @click.pass_context
 def models(ctx: click.Context, dataset: str | None, model: str | None, show_builds: bool, as_json: bool) -> None:
     """List model versions with their metrics; `*` marks production."""
-    from db import registry
+    from modelbus.db import registry
 
     app = _app(ctx)
     if show_builds:
@@ -160,9 +160,9 @@ def verify(ctx: click.Context, model: str, version: int, dataset: str, progress:
     """Rebuild a version from its lineage; exit 0 only if artifact hash, metrics and lineage are identical."""
     from tqdm import tqdm
 
-    from handlers.verify import verify_version
+    from modelbus.handlers.verify import verify_version
 
-    from builders import get_builder
+    from modelbus.builders import get_builder
 
     app = _app(ctx)
     recorded = _version_or_fail(app, model, dataset, version)
@@ -198,7 +198,7 @@ def verify(ctx: click.Context, model: str, version: int, dataset: str, progress:
 @click.pass_context
 def lineage(ctx: click.Context, model: str, version: int, dataset: str, limit: int | None, as_json: bool) -> None:
     """List the training events a version was built from (every one before its build command)."""
-    from db.lineage import lineage_events
+    from modelbus.db.lineage import lineage_events
 
     app = _app(ctx)
     mv = _version_or_fail(app, model, dataset, version)

@@ -19,8 +19,8 @@ log = logging.getLogger("modelbus")
 @click.pass_context
 def api(ctx: click.Context, host: str | None, port: int | None, threads: int | None) -> None:
     """Serve the HTTP API with waitress until SIGINT/SIGTERM (predictions hot-reload on promotion)."""
-    from api.app import create_app
-    from api.server import ApiServer
+    from modelbus.api.app import create_app
+    from modelbus.api.server import ApiServer
     from modelbus.cli_errors import listen_problem
     from modelbus.runtime import Services
 
@@ -53,7 +53,7 @@ def api(ctx: click.Context, host: str | None, port: int | None, threads: int | N
 @click.pass_context
 def predictor(ctx: click.Context) -> None:
     """Answer prediction_request_topic on prediction_response_topic (Kafka mode), until SIGINT/SIGTERM."""
-    from commands.kafka import create_topics
+    from modelbus.commands.kafka import create_topics
     from modelbus.runtime import Services
     from modelbus.up import start_predictor
 

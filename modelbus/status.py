@@ -4,8 +4,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from db import failures, positions, registry
-from db.events import utcnow
+from modelbus.db import failures, positions, registry
+from modelbus.db.events import utcnow
 from modelbus.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def handler_failures(engine, last: int = 5) -> dict[str, Any]:
 
 def consumer_lag(settings: Settings) -> list[dict[str, Any]]:
     """Committed offset and lag per partition for the ingest and predictor groups (Kafka mode)."""
-    from commands.kafka import group_lag
+    from modelbus.commands.kafka import group_lag
 
     rows = []
     for group, topic in ((settings.ingest_group, settings.topics.events),

@@ -19,7 +19,7 @@ DEMO_ROWS = ("3,4,5", "7,8,9")
 
 def start_ingest(app: App, services: Services) -> None:
     """Consume event_topic into the log (Kafka mode; the topics must exist)."""
-    from handlers.ingest import IngestWorker
+    from modelbus.handlers.ingest import IngestWorker
 
     services.start("ingest", IngestWorker(app.settings, app.store, app.transport).run)
     log.info("ingest ready: consuming %s from %s", app.settings.topics.events, app.settings.kafka_bootstrap)
@@ -27,7 +27,7 @@ def start_ingest(app: App, services: Services) -> None:
 
 def start_handlers(app: App, services: Services) -> None:
     """Follow the log with every handler; each releases its lease when the process stops."""
-    from handlers.runner import Follower
+    from modelbus.handlers.runner import Follower
 
     for handler in app.handlers():
         follower = Follower(app.store, handler, poll_seconds=app.settings.handler_poll_seconds)
@@ -44,8 +44,8 @@ def start_predictor(app: App, services: Services, cache=None) -> None:
     engine either way: seconds of timeout and a circuit breaker, so a frozen database makes
     a batch back off instead of waiting out a worker's long timeout.
     """
-    from handlers.predict import DbRegistry, ModelCache, dataset_labels
-    from handlers.predictor import PredictionWorker, reload_targets
+    from modelbus.handlers.predict import DbRegistry, ModelCache, dataset_labels
+    from modelbus.handlers.predictor import PredictionWorker, reload_targets
 
     settings = app.settings
     loaded = ""
@@ -65,15 +65,15 @@ def start_parts(app: App, services: Services, *, api: bool = True, scheduler: bo
     settings = app.settings
     serving = server = None
     if api:
-        from api.app import create_app
-        from api.server import ApiServer
+        from modelbus.api.app import create_app
+        from modelbus.api.server import ApiServer
 
         flask_app = create_app(app)
         serving = flask_app.extensions["modelbus"]
         server = ApiServer(flask_app, settings.api_host, settings.api_port, settings.api_threads)
 
     if settings.kafka_mode:
-        from commands.kafka import create_topics
+        from modelbus.commands.kafka import create_topics
 
         create_topics(settings)
         start_ingest(app, services)
@@ -88,7 +88,7 @@ def start_parts(app: App, services: Services, *, api: bool = True, scheduler: bo
         log.info("api ready at %s", server.url)
 
     if scheduler:
-        from cron.scheduler import run_scheduler
+        from modelbus.cron.scheduler import run_scheduler
 
         if settings.schedule:
             services.start("scheduler", lambda stop: run_scheduler(app, stop))
@@ -123,7 +123,7 @@ def examples(base_url: str) -> list[str]:
 
 def load_demo(app: App, stop: threading.Event, base_url: str | None, echo: Callable[[str], None]) -> None:
     """Post the demo data and its builds, wait for the builds, then print example commands."""
-    from db import registry
+    from modelbus.db import registry
     from modelbus.demo import post_demo
 
     result = post_demo(app.publisher, source="cli")

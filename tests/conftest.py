@@ -13,10 +13,10 @@ import pytest
 from sqlalchemy import create_engine, delete, insert, text
 from sqlalchemy.engine import make_url
 
-from db.engine import make_engine
-from db.events import EventStore, Schemas
-from db.migrate import upgrade
-from db.schema import log_head, metadata
+from modelbus.db.engine import make_engine
+from modelbus.db.events import EventStore, Schemas
+from modelbus.db.migrate import upgrade
+from modelbus.db.schema import log_head, metadata
 from modelbus.broker import BrokerUnavailable, free_port, start_broker, stop_broker
 from modelbus.settings import Settings, Topics
 

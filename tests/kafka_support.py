@@ -10,8 +10,8 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from sqlalchemy import func, select
 
-from db.engine import make_engine
-from db.schema import dead_letters, events, log_head
+from modelbus.db.engine import make_engine
+from modelbus.db.schema import dead_letters, events, log_head
 from serving_support import CLI_MAIN, Proc
 
 DEADLINE = 90.0

@@ -6,11 +6,11 @@ from typing import Any
 
 import numpy as np
 
-from db import positions
-from db.events import EventStore, Source
-from handlers.build import BuildHandler
-from handlers.ingest import incoming
-from handlers.runner import Follower
+from modelbus.db import positions
+from modelbus.db.events import EventStore, Source
+from modelbus.handlers.build import BuildHandler
+from modelbus.handlers.ingest import incoming
+from modelbus.handlers.runner import Follower
 
 
 def event(obj: dict[str, Any], source: str = "test"):

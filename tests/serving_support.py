@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from builders import TrainingData, get_builder
+from modelbus.builders import TrainingData, get_builder
 
 ROOT = Path(__file__).resolve().parents[1]
 DARCEY = ROOT / "data" / "darcey.csv"
@@ -110,7 +110,7 @@ def darcey_events(dataset: str = "default") -> list[dict]:
 
 def run_handlers(app) -> None:
     """Run every handler of the App until the log is applied, including the promote events builds append."""
-    from handlers.runner import Follower
+    from modelbus.handlers.runner import Follower
 
     followers = [Follower(app.store, handler, "test-owner") for handler in app.handlers()]
     while any(f.position() < app.store.head() for f in followers):

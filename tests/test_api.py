@@ -7,12 +7,12 @@ import re
 import numpy as np
 import pytest
 
-from api.app import create_app
-from builders import get_builder
+from modelbus.api.app import create_app
+from modelbus.builders import get_builder
 from conftest import empty_database
-from db import registry
-from db.engine import make_engine
-from handlers.predict import parse_item, predict_batch
+from modelbus.db import registry
+from modelbus.db.engine import make_engine
+from modelbus.handlers.predict import parse_item, predict_batch
 from modelbus.app import App
 from modelbus.runtime import Services
 from modelbus.settings import Settings

@@ -9,11 +9,11 @@ import pytest
 import requests
 from waitress.adjustments import Adjustments
 
-from api.app import BATCH_BODY_FACTOR
-from builders import get_builder
+from modelbus.api.app import BATCH_BODY_FACTOR
+from modelbus.builders import get_builder
 from conftest import settings_env
-from db import registry
-from db.engine import make_engine
+from modelbus.db import registry
+from modelbus.db.engine import make_engine
 from modelbus.app import App
 from modelbus.broker import free_port
 from modelbus.settings import Settings

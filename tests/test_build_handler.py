@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 from sqlalchemy import select, update
 
-from builders import TrainingData, get_builder
-from db import registry
-from db.lineage import LineageHasher, lineage_events
-from db.registry import ModelUpdate
-from db.schema import builds, events, linear_model, model_versions, promotions, training_log
-from handlers.build import BuildHandler, auto_promote_id
-from handlers.replay import replay_handler
+from modelbus.builders import TrainingData, get_builder
+from modelbus.db import registry
+from modelbus.db.lineage import LineageHasher, lineage_events
+from modelbus.db.registry import ModelUpdate
+from modelbus.db.schema import builds, events, linear_model, model_versions, promotions, training_log
+from modelbus.handlers.build import BuildHandler, auto_promote_id
+from modelbus.handlers.replay import replay_handler
 from tests.registry_support import class_rows, linear_rows, run_builds, send_command, send_rows
 
 
@@ -104,14 +104,14 @@ def test_failed_builds_are_recorded_and_leave_production_serving(store):
 
 
 def test_a_builder_bug_is_a_failed_build_not_a_stuck_handler(store, monkeypatch):
-    import builders.linear
+    import modelbus.builders.linear
 
     def broken_fit(data, params=None, stop=None):
         raise TypeError("unsupported operand")
 
     send_rows(store, linear_rows(30, seed=2))
     bad = send_command(store, "build_linear")
-    monkeypatch.setattr(builders.linear.BUILDER, "fit", broken_fit)
+    monkeypatch.setattr(modelbus.builders.linear.BUILDER, "fit", broken_fit)
     run_builds(store)
     monkeypatch.undo()
     good = send_command(store, "build_linear")

@@ -7,14 +7,14 @@ import time
 
 from kafka import KafkaProducer
 
-from commands.kafka import create_topics
-from commands.transport import InProcessTransport
-from db import registry
-from db.engine import make_engine
-from db.events import EventStore, Schemas
-from db.lineage import LineageHasher, lineage_events
-from handlers.ingest import IngestWorker
-from handlers.verify import verify_version
+from modelbus.commands.kafka import create_topics
+from modelbus.commands.transport import InProcessTransport
+from modelbus.db import registry
+from modelbus.db.engine import make_engine
+from modelbus.db.events import EventStore, Schemas
+from modelbus.db.lineage import LineageHasher, lineage_events
+from modelbus.handlers.ingest import IngestWorker
+from modelbus.handlers.verify import verify_version
 from tests.conftest import kafka_settings
 from tests.registry_support import linear_rows, run_builds
 

@@ -1,9 +1,9 @@
 """Huge or odd numbers in build params: a parse rejection or a failed build, never a stuck handler."""
 from __future__ import annotations
 
-from db import registry
-from db.events import Source
-from handlers.ingest import incoming
+from modelbus.db import registry
+from modelbus.db.events import Source
+from modelbus.handlers.ingest import incoming
 from tests.registry_support import class_rows, run_builds, send_rows
 
 

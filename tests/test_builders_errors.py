@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 
-from builders import KINDS, BuildError, TrainingData, get_builder
+from modelbus.builders import KINDS, BuildError, TrainingData, get_builder
 
 
 def data(n: int, labels: list[float] | None = None, k: int = 3) -> TrainingData:

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from builders import BuildError, InputError, TrainingData, get_builder, train_test_indices
+from modelbus.builders import BuildError, InputError, TrainingData, get_builder, train_test_indices
 
 
 def random_data(n: int = 200, k: int = 3, seed: int = 0) -> TrainingData:

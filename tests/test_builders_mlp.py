@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from builders import BuildResult, Cancelled, InputError, TrainingData, get_builder, train_test_indices
-from builders.mlp import MlpModel
+from modelbus.builders import BuildResult, Cancelled, InputError, TrainingData, get_builder, train_test_indices
+from modelbus.builders.mlp import MlpModel
 
 ROOT = Path(__file__).resolve().parents[1]
 DARCEY_CANDIDATES = [ROOT / "data" / "darcey.csv"]
@@ -103,7 +103,7 @@ def test_same_data_and_params_give_identical_bytes(default_build, darcey):
 SUBPROCESS_BUILD = """
 import hashlib, sys
 import numpy as np
-from builders import TrainingData, get_builder
+from modelbus.builders import TrainingData, get_builder
 rows = np.loadtxt(sys.argv[1], delimiter=",")
 data = TrainingData.from_rows(rows, keys=np.arange(1, len(rows) + 1))
 print(hashlib.sha256(get_builder("mlp").fit(data).model.to_bytes()).hexdigest())

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from builders import BuildError, TrainingData, get_builder, train_test_indices
+from modelbus.builders import BuildError, TrainingData, get_builder, train_test_indices
 
 
 def noisy_data(n: int = 120, seed: int = 0) -> TrainingData:

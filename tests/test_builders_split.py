@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from builders import BuildError, train_test_indices
+from modelbus.builders import BuildError, train_test_indices
 
 
 def keys_with_gaps(n: int) -> np.ndarray:

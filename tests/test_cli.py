@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from db.engine import make_engine
-from db.events import EventStore
+from modelbus.db.engine import make_engine
+from modelbus.db.events import EventStore
 from modelbus.broker import BrokerUnavailable, free_port, wait_for_port
 from tests.conftest import DARCEY
 

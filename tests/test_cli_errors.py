@@ -15,9 +15,9 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy.engine import make_url
 
-from db import positions
-from db.engine import make_engine
-from db.events import EventStore
+from modelbus.db import positions
+from modelbus.db.engine import make_engine
+from modelbus.db.events import EventStore
 from modelbus.broker import free_port
 from modelbus.cli import main
 

@@ -13,8 +13,8 @@ from typing import Iterator
 import pytest
 from sqlalchemy import update
 
-from db.engine import make_engine
-from db.schema import events
+from modelbus.db.engine import make_engine
+from modelbus.db.schema import events
 from tests.conftest import DARCEY
 
 MODELBUS = str(Path(sys.executable).with_name("modelbus"))

@@ -13,14 +13,14 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from click.testing import CliRunner
 
-from cron import scheduler as cron_scheduler
-from cron.schedule import ScheduleError, command_event, crontab_days, make_trigger, plan, slot_id
-from cron.scheduler import CronScheduler, run_scheduler
-from db import registry
-from db.events import ACCEPTED, DUPLICATE
-from handlers.build import BuildHandler
-from handlers.ingest import IngestWorker
-from handlers.runner import Follower
+from modelbus.cron import scheduler as cron_scheduler
+from modelbus.cron.schedule import ScheduleError, command_event, crontab_days, make_trigger, plan, slot_id
+from modelbus.cron.scheduler import CronScheduler, run_scheduler
+from modelbus.db import registry
+from modelbus.db.events import ACCEPTED, DUPLICATE
+from modelbus.handlers.build import BuildHandler
+from modelbus.handlers.ingest import IngestWorker
+from modelbus.handlers.runner import Follower
 from modelbus import demo
 from modelbus.app import App
 from modelbus.cli import main
@@ -163,9 +163,12 @@ def test_a_failed_post_is_retried_within_its_slot(app, monkeypatch):
     monkeypatch.setattr(cron_scheduler, "RETRY_FIRST_SECONDS", 0.01)
     flaky = Flaky(app.publisher, failures=2)
     scheduler = CronScheduler(flaky, [job()])
-    slot = datetime(2026, 11, 23, 1, 45, tzinfo=UTC)
+    # The job's latest slot (01:45 UTC daily): its retries may run until the next one begins.
+    slot = datetime.now(UTC).replace(hour=1, minute=45, second=0, microsecond=0)
+    if slot > datetime.now(UTC):
+        slot -= timedelta(days=1)
     firing = scheduler.fire("nightly", slot)
-    assert (firing.status, firing.attempts, firing.event_id) == (ACCEPTED, 3, "cron:nightly:2026-11-23T01:45:00Z")
+    assert (firing.status, firing.attempts, firing.event_id) == (ACCEPTED, 3, f"cron:nightly:{slot:%Y-%m-%dT%H:%M:%SZ}")
     assert [r.event_id for r in cron_events(app.store)] == [firing.event_id]
     # The same slot fired again (a second scheduler, a restart) adds nothing.
     assert scheduler.fire("nightly", slot).status == DUPLICATE
@@ -277,7 +280,7 @@ def test_two_schedulers_make_one_build_per_slot(db_url):
 
 
 def test_two_schedulers_in_kafka_mode_make_one_event_per_slot(kafka_bootstrap, topics, tmp_path):
-    from commands.kafka import create_topics
+    from modelbus.commands.kafka import create_topics
 
     settings = kafka_settings(f"sqlite:///{tmp_path / 'kafka.db'}", kafka_bootstrap, topics)
     create_topics(settings, partitions=1)

@@ -11,8 +11,8 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.engine import make_url
 
-from db.breaker import DatabaseUnavailable
-from db.engine import DbTimeouts, breaker_of, make_engine
+from modelbus.db.breaker import DatabaseUnavailable
+from modelbus.db.engine import DbTimeouts, breaker_of, make_engine
 from tcp_proxy import FreezableProxy
 
 TIMEOUTS = DbTimeouts(connect=1.0, io=1.0, pool=0.5)

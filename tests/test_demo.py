@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 from click.testing import CliRunner
 
-from builders.base import TrainingData, get_builder
-from commands.parse import parse_event_obj
+from modelbus.builders.base import TrainingData, get_builder
+from modelbus.commands.parse import parse_event_obj
 from modelbus import demo
 from modelbus.app import App
 from modelbus.cli import main

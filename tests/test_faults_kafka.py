@@ -14,7 +14,7 @@ import pytest
 import requests
 from kafka import KafkaProducer
 
-from commands.kafka import create_topics, topic_ids
+from modelbus.commands.kafka import create_topics, topic_ids
 from conftest import kafka_settings, settings_env
 from kafka_support import DEADLINE, Worker, counts, read_topic, stored, wait_stored, wait_until
 from modelbus.app import App
@@ -249,7 +249,7 @@ def test_a_message_the_database_refuses_is_isolated_and_everything_else_goes_on(
     and answered."""
     from sqlalchemy import text
 
-    from db.engine import make_engine
+    from modelbus.db.engine import make_engine
 
     settings, head_before = seeded(mysql_db, broker, topics, predict_wait_ms=50)
     engine = make_engine(mysql_db)

@@ -13,10 +13,10 @@ import pytest
 import requests
 from sqlalchemy.engine import make_url
 
-from api.app import create_app
-from api.server import ApiServer
-from db.engine import breaker_of, make_engine
-from db.events import EventStore
+from modelbus.api.app import create_app
+from modelbus.api.server import ApiServer
+from modelbus.db.engine import breaker_of, make_engine
+from modelbus.db.events import EventStore
 from modelbus.app import App
 from modelbus.runtime import Services
 from modelbus.settings import Settings

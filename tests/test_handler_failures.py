@@ -12,15 +12,15 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from db import failures, positions, registry
-from db.engine import make_engine
-from db.events import EventStore, Schemas
-from db.schema import events, promotions
-from handlers.base import Handler
-from handlers.build import BuildHandler
-from handlers.replay import replay_handler
-from handlers.runner import Follower
-from handlers.training import TrainingRecords
+from modelbus.db import failures, positions, registry
+from modelbus.db.engine import make_engine
+from modelbus.db.events import EventStore, Schemas
+from modelbus.db.schema import events, promotions
+from modelbus.handlers.base import Handler
+from modelbus.handlers.build import BuildHandler
+from modelbus.handlers.replay import replay_handler
+from modelbus.handlers.runner import Follower
+from modelbus.handlers.training import TrainingRecords
 from modelbus.broker import free_port
 from modelbus.cli import main
 from tests.registry_support import class_rows, run_builds, send_command, send_rows

@@ -8,12 +8,12 @@ from typing import Any, Sequence
 import pytest
 from sqlalchemy import Connection, select
 
-from db import positions
-from db.positions import LostLease
-from db.schema import training_records
-from handlers.replay import replay_handler
-from handlers.runner import Follower
-from handlers.training import TrainingRecords
+from modelbus.db import positions
+from modelbus.db.positions import LostLease
+from modelbus.db.schema import training_records
+from modelbus.handlers.replay import replay_handler
+from modelbus.handlers.runner import Follower
+from modelbus.handlers.training import TrainingRecords
 from tests.test_event_store import msg, training
 
 

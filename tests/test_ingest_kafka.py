@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import pytest
 
-from commands.kafka import create_topics, topic_ids
+from modelbus.commands.kafka import create_topics, topic_ids
 from conftest import kafka_settings, settings_env
 from kafka_support import (DEADLINE, PENDING, Worker, counts, produce, producer, read_topic, stored, wait_stored,
                            wait_until)

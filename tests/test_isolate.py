@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from handlers.isolate import run_isolating
+from modelbus.handlers.isolate import run_isolating
 
 
 class Outage(Exception):

@@ -7,10 +7,10 @@ import subprocess
 
 import pytest
 
-from commands.kafka import admin
-from commands.messages import Command, Training
-from commands.parse import parse_event, parse_request
-from cron.schedule import plan
+from modelbus.commands.kafka import admin
+from modelbus.commands.messages import Command, Training
+from modelbus.commands.parse import parse_event, parse_request
+from modelbus.cron.schedule import plan
 from modelbus.settings import Settings, Topics, load_settings
 from tests.conftest import ROOT
 

@@ -8,9 +8,9 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
-from db.engine import make_engine
-from db.migrate import current_revision, head_revision, upgrade
-from db.schema import metadata
+from modelbus.db.engine import make_engine
+from modelbus.db.migrate import current_revision, head_revision, upgrade
+from modelbus.db.schema import metadata
 
 
 def test_migrated_schema_matches_the_declared_one(engine):

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from commands.messages import Command, Rejected, Training, canonical_json
-from commands.parse import (
+from modelbus.commands.messages import Command, Rejected, Training, canonical_json
+from modelbus.commands.parse import (
     check_feature_count,
     loads,
     parse_event,

@@ -8,8 +8,8 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
-from builders import get_builder
-from handlers.predict import (
+from modelbus.builders import get_builder
+from modelbus.handlers.predict import (
     Item,
     MicroBatcher,
     ModelCache,
@@ -334,7 +334,7 @@ def test_a_model_update_during_a_database_outage_keeps_the_loaded_version(regist
     """Every serving process reloads on a notice at once: a database blip then must not stop them."""
     from sqlalchemy.exc import OperationalError
 
-    from handlers.predictor import apply_update
+    from modelbus.handlers.predictor import apply_update
 
     cache.warm()
 
@@ -349,7 +349,7 @@ def test_a_model_update_during_a_database_outage_keeps_the_loaded_version(regist
 
 def test_requests_naming_many_unknown_datasets_do_not_grow_the_cache(registry, cache):
     """Dataset names come from unauthenticated requests: the 'no model here' memory is bounded."""
-    from handlers.predict import MISSING_CACHE_SIZE
+    from modelbus.handlers.predict import MISSING_CACHE_SIZE
 
     cache.warm()
     for i in range(MISSING_CACHE_SIZE + 500):
@@ -418,7 +418,7 @@ def test_a_miss_waiting_on_the_registry_holds_up_no_other_caller(registry, cache
 
 class UnavailableRegistry(FakeRegistry):
     def alias_generation(self):
-        from db.breaker import DatabaseUnavailable
+        from modelbus.db.breaker import DatabaseUnavailable
 
         raise DatabaseUnavailable("the database is known not to answer")
 

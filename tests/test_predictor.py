@@ -10,9 +10,9 @@ from types import SimpleNamespace
 import pytest
 from kafka.errors import KafkaTimeoutError
 
-from commands.kafka import process_until_done
-from handlers.predict import ModelCache
-from handlers.predictor import PredictionWorker, apply_update, dump_response
+from modelbus.commands.kafka import process_until_done
+from modelbus.handlers.predict import ModelCache
+from modelbus.handlers.predictor import PredictionWorker, apply_update, dump_response
 from modelbus.settings import Settings, Topics
 from serving_support import FakeRegistry
 

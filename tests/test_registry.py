@@ -6,9 +6,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, insert, select
 
-from builders import get_builder
-from db import registry
-from db.schema import linear_model, metadata, training_log
+from modelbus.builders import get_builder
+from modelbus.db import registry
+from modelbus.db.schema import linear_model, metadata, training_log
 from tests.registry_support import class_rows, linear_rows, run_builds, send_command, send_rows
 
 

@@ -13,14 +13,14 @@ import pytest
 import requests
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from api.app import create_app
-from builders import get_builder
-from commands.kafka import create_topics
+from modelbus.api.app import create_app
+from modelbus.builders import get_builder
+from modelbus.commands.kafka import create_topics
 from conftest import kafka_settings, settings_env
-from db import registry
-from db.engine import make_engine
-from db.events import Source
-from handlers.ingest import incoming
+from modelbus.db import registry
+from modelbus.db.engine import make_engine
+from modelbus.db.events import Source
+from modelbus.handlers.ingest import incoming
 from modelbus.app import App
 from modelbus.broker import free_port
 from modelbus.settings import Settings

@@ -4,7 +4,7 @@ from __future__ import annotations
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from commands.kafka import create_topics
+from modelbus.commands.kafka import create_topics
 from conftest import kafka_settings
 from modelbus.status import consumer_lag
 

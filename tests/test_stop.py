@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import time
 
-from db import positions, registry
-from db.engine import make_engine
+from modelbus.db import positions, registry
+from modelbus.db.engine import make_engine
 from modelbus.app import App
 from modelbus.settings import Settings
 from tests.conftest import kafka_settings, settings_env

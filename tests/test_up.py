@@ -14,10 +14,10 @@ from pathlib import Path
 import requests
 from confluent_kafka import Consumer, Producer
 
-from db import registry
-from db.engine import make_engine
-from db.events import EventStore
-from db.positions import states
+from modelbus.db import registry
+from modelbus.db.engine import make_engine
+from modelbus.db.events import EventStore
+from modelbus.db.positions import states
 from modelbus.broker import free_port
 from tests.conftest import DARCEY, kafka_settings, settings_env
 

@@ -6,9 +6,9 @@ import json
 import pytest
 from sqlalchemy import delete, update
 
-from db import registry
-from db.schema import events
-from handlers.verify import metric_differences, verify_version
+from modelbus.db import registry
+from modelbus.db.schema import events
+from modelbus.handlers.verify import metric_differences, verify_version
 from tests.registry_support import class_rows, run_builds, send_command, send_rows
 
 

@@ -2,7 +2,7 @@
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-from db.schema import metadata
+from modelbus.db.schema import metadata
 
 config = context.config
 

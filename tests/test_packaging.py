@@ -1,0 +1,35 @@
+"""The distribution installs one top-level package, `modelbus`, whose parts are the repository's root folders."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_a_built_wheel_holds_only_the_modelbus_package(tmp_path):
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                            str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr
+    (wheel,) = tmp_path.glob("modelbus-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {name.split("/")[0] for name in names}
+    assert tops == {"modelbus", next(t for t in tops if t.endswith(".dist-info"))}, sorted(tops)
+    for expected in ("modelbus/cli.py", "modelbus/commands/parse.py", "modelbus/db/migrations/env.py",
+                     "modelbus/db/migrations/versions/0001_event_log.py", "modelbus/messages/build_mlp.json"):
+        assert any(name.startswith(expected.rsplit(".", 1)[0]) for name in names), expected
+
+
+def test_every_package_folder_is_in_the_distribution():
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(config["packages"])
+    mapping = config["package-dir"]
+    found = set()
+    for package, folder in mapping.items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            relative = init.parent.relative_to(ROOT / folder)
+            found.add(".".join([package, *relative.parts]))
+    assert found - listed == set(), "add these to [tool.setuptools] packages in pyproject.toml"
