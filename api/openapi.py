@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelbus.commands.messages import BUILD_COMMANDS, MODEL_KINDS
+from modelbus.messages.types import BUILD_COMMANDS, MODEL_KINDS
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -39,7 +39,7 @@ _PAGE = [
 _BEARER = [{"bearer": []}]
 
 
-def openapi_document(settings: Any = None) -> dict[str, Any]:
+def openapi_document() -> dict[str, Any]:
     """The document served at /openapi.json and /swagger.json."""
     model_param = _path("model", "Model kind.", {"type": "string", "enum": list(MODEL_KINDS)})
     paths: dict[str, Any] = {

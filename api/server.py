@@ -10,7 +10,7 @@ from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer
 from waitress.task import ErrorTask
 
-from modelbus.api.app import error_body, http_error_code
+from modelbus.api.errors import error_body, http_error_code
 
 log = logging.getLogger(__name__)
 

@@ -39,7 +39,7 @@ def synthetic(n: int, seed: int = 0) -> np.ndarray:
 
 def _append(store, rows: np.ndarray, dataset: str) -> float:
     from modelbus.db.events import Source
-    from modelbus.handlers.ingest import incoming
+    from modelbus.handlers.workers.ingest import incoming
 
     started = time.perf_counter()
     for start in range(0, len(rows), 5000):
@@ -56,10 +56,10 @@ def measure(url: str, rows: np.ndarray, dataset: str = "bench", params: dict | N
     from modelbus.db.engine import make_engine
     from modelbus.db.events import EventStore, Schemas, Source
     from modelbus.db.migrate import upgrade
-    from modelbus.handlers.build import BuildHandler
-    from modelbus.handlers.ingest import incoming
-    from modelbus.handlers.runner import Follower
-    from modelbus.handlers.verify import verify_version
+    from modelbus.handlers.log.build import BuildHandler
+    from modelbus.handlers.workers.ingest import incoming
+    from modelbus.handlers.follow.follower import Follower
+    from modelbus.handlers.log.verify import verify_version
 
     engine = make_engine(url)
     upgrade(engine)

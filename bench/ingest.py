@@ -241,7 +241,7 @@ def worker_in_process(settings, n: int, profile: bool) -> tuple[float, float]:
     from modelbus.commands.transport import KafkaTransport
     from modelbus.db.engine import make_engine
     from modelbus.db.events import EventStore, Schemas
-    from modelbus.handlers.ingest import IngestWorker
+    from modelbus.handlers.workers.ingest import IngestWorker
 
     engine = make_engine(settings.database_url)
     transport = KafkaTransport(settings.kafka_bootstrap)

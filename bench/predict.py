@@ -58,7 +58,7 @@ def services() -> Iterator[tuple[str, str]]:
 
 def _seed_models(app) -> None:
     """The demo data set in the log and a build of each model with default params."""
-    from modelbus.handlers.runner import Follower
+    from modelbus.handlers.follow.follower import Follower
     from modelbus.demo import training_events
 
     events = list(training_events())

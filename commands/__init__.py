@@ -1,0 +1,1 @@
+"""How events and commands travel: posting them, transports, Kafka plumbing, dead-letter reports."""

@@ -4,11 +4,13 @@ from __future__ import annotations
 import uuid
 from typing import Any, Sequence
 
-from modelbus.commands.messages import Rejected, Training, canonical_json
-from modelbus.commands.parse import check_feature_count, loads, parse_event_obj
+from modelbus.messages.errors import Rejected
+from modelbus.messages.types import Training
+from modelbus.messages.jsonutil import canonical_json
+from modelbus.messages.parse import check_feature_count, loads, parse_event_obj
 from modelbus.commands.transport import Transport
 from modelbus.db.events import REJECTED, EventStore, Incoming, Outcome, Source
-from modelbus.handlers.ingest import error_message, store_and_report
+from modelbus.commands.report import error_message, store_and_report
 from modelbus.settings import Settings
 
 QUEUED = "queued"

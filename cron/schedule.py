@@ -9,8 +9,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from apscheduler.triggers.cron import CronTrigger
 
-from modelbus.commands.messages import BUILD_COMMANDS, Rejected
-from modelbus.commands.parse import parse_event_obj
+from modelbus.messages.types import BUILD_COMMANDS
+from modelbus.messages.errors import Rejected
+from modelbus.messages.parse import parse_event_obj
 from modelbus.settings import ScheduleJob
 
 # A job name goes into every event id it posts (ids are at most 128 characters).

@@ -14,8 +14,10 @@ from typing import Iterable, Mapping, Sequence
 from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from modelbus.commands.messages import Event, Rejected, Training, canonical_json
-from modelbus.commands.parse import check_feature_count
+from modelbus.messages.types import Event, Training
+from modelbus.messages.errors import Rejected
+from modelbus.messages.jsonutil import canonical_json
+from modelbus.messages.parse import check_feature_count
 from modelbus.db.schema import dead_letters, datasets, events, log_head
 
 log = logging.getLogger(__name__)

@@ -10,8 +10,9 @@ import numpy as np
 from sqlalchemy import Connection, Engine, select
 
 from modelbus.builders.base import BuildError, TrainingData
-from modelbus.commands.messages import Rejected, Training
-from modelbus.commands.parse import parse_event_obj
+from modelbus.messages.errors import Rejected
+from modelbus.messages.types import Training
+from modelbus.messages.parse import parse_event_obj
 from modelbus.db.events import EventRow
 from modelbus.db.schema import events
 

@@ -1,0 +1,1 @@
+"""What follows the log and answers predictions, by role: log, follow, serving, workers."""

@@ -7,13 +7,13 @@ from functools import cached_property
 from sqlalchemy import Engine
 
 from modelbus.commands.kafka import kafka_transport
-from modelbus.commands.messages import canonical_json
+from modelbus.messages.jsonutil import canonical_json
 from modelbus.commands.publish import EventPublisher
 from modelbus.commands.transport import InProcessTransport, Transport
 from modelbus.db.engine import DbTimeouts, is_sqlite, make_engine
 from modelbus.db.events import EventStore, Schemas
 from modelbus.db.migrate import upgrade
-from modelbus.handlers.base import Handler
+from modelbus.handlers.log.base import Handler
 from modelbus.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -90,8 +90,8 @@ class App:
 
     def handlers(self) -> list[Handler]:
         """Every log handler, in the order they should run."""
-        from modelbus.handlers.build import BuildHandler
-        from modelbus.handlers.training import TrainingRecords
+        from modelbus.handlers.log.build import BuildHandler
+        from modelbus.handlers.log.training import TrainingRecords
 
         return [TrainingRecords(), BuildHandler(self.engine, notify=self.publish_model_update,
                                                 announce=self.publish_build_outcome)]

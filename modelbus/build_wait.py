@@ -63,7 +63,7 @@ class OutcomeListener:
 
 def report_from_store(store, event_id: str) -> dict | None:
     """The outcome of a build command as recorded in the registry, shaped like build_outcome_topic's."""
-    from modelbus.handlers.build import auto_promote_id
+    from modelbus.handlers.log.build import auto_promote_id
 
     engine = store.engine
     build = registry.get_build(engine, event_id=event_id)
@@ -92,7 +92,7 @@ def builds_handler_running(engine) -> bool:
 
 def build_here(app) -> None:
     """Run the builds handler in this process until the log is applied (its promotions included)."""
-    from modelbus.handlers.runner import Follower
+    from modelbus.handlers.follow.follower import Follower
 
     handler = next(h for h in app.handlers() if h.name == BUILDS_HANDLER)
     follower = Follower(app.store, handler)

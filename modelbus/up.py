@@ -19,7 +19,7 @@ DEMO_ROWS = ("3,4,5", "7,8,9")
 
 def start_ingest(app: App, services: Services) -> None:
     """Consume event_topic into the log (Kafka mode; the topics must exist)."""
-    from modelbus.handlers.ingest import IngestWorker
+    from modelbus.handlers.workers.ingest import IngestWorker
 
     services.start("ingest", IngestWorker(app.settings, app.store, app.transport).run)
     log.info("ingest ready: consuming %s from %s", app.settings.topics.events, app.settings.kafka_bootstrap)
@@ -27,7 +27,7 @@ def start_ingest(app: App, services: Services) -> None:
 
 def start_handlers(app: App, services: Services) -> None:
     """Follow the log with every handler; each releases its lease when the process stops."""
-    from modelbus.handlers.runner import Follower
+    from modelbus.handlers.follow.follower import Follower
 
     for handler in app.handlers():
         follower = Follower(app.store, handler, poll_seconds=app.settings.handler_poll_seconds)
@@ -44,8 +44,11 @@ def start_predictor(app: App, services: Services, cache=None) -> None:
     engine either way: seconds of timeout and a circuit breaker, so a frozen database makes
     a batch back off instead of waiting out a worker's long timeout.
     """
-    from modelbus.handlers.predict import DbRegistry, ModelCache, dataset_labels
-    from modelbus.handlers.predictor import PredictionWorker, reload_targets
+    from modelbus.handlers.serving.registry import DbRegistry
+    from modelbus.handlers.serving.cache import ModelCache
+    from modelbus.handlers.serving.predict import dataset_labels
+    from modelbus.handlers.workers.predictor import PredictionWorker
+    from modelbus.handlers.workers.updates import reload_targets
 
     settings = app.settings
     loaded = ""
@@ -65,10 +68,10 @@ def start_parts(app: App, services: Services, *, api: bool = True, scheduler: bo
     settings = app.settings
     serving = server = None
     if api:
-        from modelbus.api.app import create_app
+        from modelbus.web import create_api
         from modelbus.api.server import ApiServer
 
-        flask_app = create_app(app)
+        flask_app = create_api(app)
         serving = flask_app.extensions["modelbus"]
         server = ApiServer(flask_app, settings.api_host, settings.api_port, settings.api_threads)
 

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from modelbus.cli import main
-from modelbus.clidoc import update_readme
+from modelbus.cli.reference import update_readme
 
 if __name__ == "__main__":
     readme = Path(__file__).resolve().parents[1] / "README.md"

@@ -8,9 +8,9 @@ import numpy as np
 
 from modelbus.db import positions
 from modelbus.db.events import EventStore, Source
-from modelbus.handlers.build import BuildHandler
-from modelbus.handlers.ingest import incoming
-from modelbus.handlers.runner import Follower
+from modelbus.handlers.log.build import BuildHandler
+from modelbus.handlers.workers.ingest import incoming
+from modelbus.handlers.follow.follower import Follower
 
 
 def event(obj: dict[str, Any], source: str = "test"):

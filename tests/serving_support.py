@@ -110,7 +110,7 @@ def darcey_events(dataset: str = "default") -> list[dict]:
 
 def run_handlers(app) -> None:
     """Run every handler of the App until the log is applied, including the promote events builds append."""
-    from modelbus.handlers.runner import Follower
+    from modelbus.handlers.follow.follower import Follower
 
     followers = [Follower(app.store, handler, "test-owner") for handler in app.handlers()]
     while any(f.position() < app.store.head() for f in followers):

@@ -7,12 +7,12 @@ import re
 import numpy as np
 import pytest
 
-from modelbus.api.app import create_app
+from modelbus.web import create_api as create_app
 from modelbus.builders import get_builder
 from conftest import empty_database
 from modelbus.db import registry
 from modelbus.db.engine import make_engine
-from modelbus.handlers.predict import parse_item, predict_batch
+from modelbus.handlers.serving.predict import parse_item, predict_batch
 from modelbus.app import App
 from modelbus.runtime import Services
 from modelbus.settings import Settings

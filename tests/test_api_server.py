@@ -9,7 +9,7 @@ import pytest
 import requests
 from waitress.adjustments import Adjustments
 
-from modelbus.api.app import BATCH_BODY_FACTOR
+from modelbus.api.context import BATCH_BODY_FACTOR
 from modelbus.builders import get_builder
 from conftest import settings_env
 from modelbus.db import registry

@@ -12,8 +12,8 @@ from modelbus.db import registry
 from modelbus.db.lineage import LineageHasher, lineage_events
 from modelbus.db.registry import ModelUpdate
 from modelbus.db.schema import builds, events, linear_model, model_versions, promotions, training_log
-from modelbus.handlers.build import BuildHandler, auto_promote_id
-from modelbus.handlers.replay import replay_handler
+from modelbus.handlers.log.build import BuildHandler, auto_promote_id
+from modelbus.handlers.follow.replay import replay_handler
 from tests.registry_support import class_rows, linear_rows, run_builds, send_command, send_rows
 
 

@@ -13,8 +13,8 @@ from modelbus.db import registry
 from modelbus.db.engine import make_engine
 from modelbus.db.events import EventStore, Schemas
 from modelbus.db.lineage import LineageHasher, lineage_events
-from modelbus.handlers.ingest import IngestWorker
-from modelbus.handlers.verify import verify_version
+from modelbus.handlers.workers.ingest import IngestWorker
+from modelbus.handlers.log.verify import verify_version
 from tests.conftest import kafka_settings
 from tests.registry_support import linear_rows, run_builds
 

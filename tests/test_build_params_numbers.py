@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from modelbus.db import registry
 from modelbus.db.events import Source
-from modelbus.handlers.ingest import incoming
+from modelbus.handlers.workers.ingest import incoming
 from tests.registry_support import class_rows, run_builds, send_rows
 
 

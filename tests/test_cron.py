@@ -18,9 +18,9 @@ from modelbus.cron.schedule import ScheduleError, command_event, crontab_days, m
 from modelbus.cron.scheduler import CronScheduler, run_scheduler
 from modelbus.db import registry
 from modelbus.db.events import ACCEPTED, DUPLICATE
-from modelbus.handlers.build import BuildHandler
-from modelbus.handlers.ingest import IngestWorker
-from modelbus.handlers.runner import Follower
+from modelbus.handlers.log.build import BuildHandler
+from modelbus.handlers.workers.ingest import IngestWorker
+from modelbus.handlers.follow.follower import Follower
 from modelbus import demo
 from modelbus.app import App
 from modelbus.cli import main

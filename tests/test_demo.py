@@ -5,7 +5,7 @@ import numpy as np
 from click.testing import CliRunner
 
 from modelbus.builders.base import TrainingData, get_builder
-from modelbus.commands.parse import parse_event_obj
+from modelbus.messages.parse import parse_event_obj
 from modelbus import demo
 from modelbus.app import App
 from modelbus.cli import main

@@ -8,14 +8,14 @@ from typing import Any, Sequence
 
 from sqlalchemy import Connection, func, select
 
-from modelbus.commands.parse import parse_event
+from modelbus.messages.parse import parse_event
 from modelbus.db.engine import make_engine
 from modelbus.db.events import ACCEPTED, DUPLICATE, REJECTED, EventStore, Incoming, Schemas, Source
 from modelbus.db.schema import datasets, training_records
-from modelbus.handlers.base import Handler
-from modelbus.handlers.ingest import incoming
-from modelbus.handlers.runner import Follower
-from modelbus.handlers.training import TrainingRecords
+from modelbus.handlers.log.base import Handler
+from modelbus.handlers.workers.ingest import incoming
+from modelbus.handlers.follow.follower import Follower
+from modelbus.handlers.log.training import TrainingRecords
 
 
 def kafka_source(offset: int, partition: int = 0, topic: str = "event_topic", topic_id: str = "t1") -> Source:

@@ -13,7 +13,7 @@ import pytest
 import requests
 from sqlalchemy.engine import make_url
 
-from modelbus.api.app import create_app
+from modelbus.web import create_api as create_app
 from modelbus.api.server import ApiServer
 from modelbus.db.engine import breaker_of, make_engine
 from modelbus.db.events import EventStore

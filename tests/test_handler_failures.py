@@ -16,11 +16,11 @@ from modelbus.db import failures, positions, registry
 from modelbus.db.engine import make_engine
 from modelbus.db.events import EventStore, Schemas
 from modelbus.db.schema import events, promotions
-from modelbus.handlers.base import Handler
-from modelbus.handlers.build import BuildHandler
-from modelbus.handlers.replay import replay_handler
-from modelbus.handlers.runner import Follower
-from modelbus.handlers.training import TrainingRecords
+from modelbus.handlers.log.base import Handler
+from modelbus.handlers.log.build import BuildHandler
+from modelbus.handlers.follow.replay import replay_handler
+from modelbus.handlers.follow.follower import Follower
+from modelbus.handlers.log.training import TrainingRecords
 from modelbus.broker import free_port
 from modelbus.cli import main
 from tests.registry_support import class_rows, run_builds, send_command, send_rows

@@ -11,9 +11,9 @@ from sqlalchemy import Connection, select
 from modelbus.db import positions
 from modelbus.db.positions import LostLease
 from modelbus.db.schema import training_records
-from modelbus.handlers.replay import replay_handler
-from modelbus.handlers.runner import Follower
-from modelbus.handlers.training import TrainingRecords
+from modelbus.handlers.follow.replay import replay_handler
+from modelbus.handlers.follow.follower import Follower
+from modelbus.handlers.log.training import TrainingRecords
 from tests.test_event_store import msg, training
 
 

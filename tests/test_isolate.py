@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from modelbus.handlers.isolate import run_isolating
+from modelbus.handlers.follow.isolate import run_isolating
 
 
 class Outage(Exception):

@@ -8,8 +8,8 @@ import subprocess
 import pytest
 
 from modelbus.commands.kafka import admin
-from modelbus.commands.messages import Command, Training
-from modelbus.commands.parse import parse_event, parse_request
+from modelbus.messages.types import Command, Training
+from modelbus.messages.parse import parse_event, parse_request
 from modelbus.cron.schedule import plan
 from modelbus.settings import Settings, Topics, load_settings
 from tests.conftest import ROOT

@@ -5,8 +5,10 @@ import json
 
 import pytest
 
-from modelbus.commands.messages import Command, Rejected, Training, canonical_json
-from modelbus.commands.parse import (
+from modelbus.messages.types import Command, Training
+from modelbus.messages.errors import Rejected
+from modelbus.messages.jsonutil import canonical_json
+from modelbus.messages.parse import (
     check_feature_count,
     loads,
     parse_event,

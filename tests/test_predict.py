@@ -9,15 +9,9 @@ import numpy as np
 import pytest
 
 from modelbus.builders import get_builder
-from modelbus.handlers.predict import (
-    Item,
-    MicroBatcher,
-    ModelCache,
-    parse_item,
-    parse_item_obj,
-    predict_batch,
-    resolve,
-)
+from modelbus.handlers.serving.predict import Item, parse_item, parse_item_obj, predict_batch, resolve
+from modelbus.handlers.serving.batcher import MicroBatcher
+from modelbus.handlers.serving.cache import ModelCache
 from serving_support import FakeRegistry
 
 SEED_KEYS = {"input", "result", "accuracy", "modelid", "prediction-date"}
@@ -334,7 +328,7 @@ def test_a_model_update_during_a_database_outage_keeps_the_loaded_version(regist
     """Every serving process reloads on a notice at once: a database blip then must not stop them."""
     from sqlalchemy.exc import OperationalError
 
-    from modelbus.handlers.predictor import apply_update
+    from modelbus.handlers.serving.reload import apply_update
 
     cache.warm()
 
@@ -349,7 +343,7 @@ def test_a_model_update_during_a_database_outage_keeps_the_loaded_version(regist
 
 def test_requests_naming_many_unknown_datasets_do_not_grow_the_cache(registry, cache):
     """Dataset names come from unauthenticated requests: the 'no model here' memory is bounded."""
-    from modelbus.handlers.predict import MISSING_CACHE_SIZE
+    from modelbus.handlers.serving.cache import MISSING_CACHE_SIZE
 
     cache.warm()
     for i in range(MISSING_CACHE_SIZE + 500):

@@ -11,8 +11,9 @@ import pytest
 from kafka.errors import KafkaTimeoutError
 
 from modelbus.commands.kafka import process_until_done
-from modelbus.handlers.predict import ModelCache
-from modelbus.handlers.predictor import PredictionWorker, apply_update, dump_response
+from modelbus.handlers.serving.cache import ModelCache
+from modelbus.handlers.workers.predictor import PredictionWorker, dump_response
+from modelbus.handlers.serving.reload import apply_update
 from modelbus.settings import Settings, Topics
 from serving_support import FakeRegistry
 

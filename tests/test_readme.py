@@ -19,7 +19,7 @@ import pytest
 
 from modelbus.broker import free_port
 from modelbus.cli import main
-from modelbus.clidoc import readme_section, reference
+from modelbus.cli.reference import readme_section, reference
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()

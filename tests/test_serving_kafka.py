@@ -13,14 +13,14 @@ import pytest
 import requests
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from modelbus.api.app import create_app
+from modelbus.web import create_api as create_app
 from modelbus.builders import get_builder
 from modelbus.commands.kafka import create_topics
 from conftest import kafka_settings, settings_env
 from modelbus.db import registry
 from modelbus.db.engine import make_engine
 from modelbus.db.events import Source
-from modelbus.handlers.ingest import incoming
+from modelbus.handlers.workers.ingest import incoming
 from modelbus.app import App
 from modelbus.broker import free_port
 from modelbus.settings import Settings

@@ -8,7 +8,7 @@ from sqlalchemy import delete, update
 
 from modelbus.db import registry
 from modelbus.db.schema import events
-from modelbus.handlers.verify import metric_differences, verify_version
+from modelbus.handlers.log.verify import metric_differences, verify_version
 from tests.registry_support import class_rows, run_builds, send_command, send_rows
 
 

@@ -25,8 +25,8 @@ from modelbus.db import failures, positions
 from modelbus.db.engine import reachable
 from modelbus.db.events import EventRow, EventStore
 from modelbus.db.positions import LostLease
-from modelbus.handlers.base import Handler
-from modelbus.handlers.isolate import run_isolating
+from modelbus.handlers.log.base import Handler
+from modelbus.handlers.follow.isolate import run_isolating
 
 log = logging.getLogger(__name__)
 

@@ -6,6 +6,7 @@ import sys
 import click
 
 from modelbus import demo as demo_data
+from modelbus.cli.context import open_app
 
 
 @click.group("demo")
@@ -33,9 +34,8 @@ _seed = click.option("--seed", default=demo_data.DEFAULT_SEED, show_default=True
 @click.pass_context
 def demo_load(ctx: click.Context, n: int, seed: int, dataset: str, builds: tuple[str, ...], no_build: bool) -> None:
     """Post the demo rows as training events, then build commands (ids are stable: loading twice adds nothing)."""
-    from modelbus.cli import _app
 
-    app = _app(ctx)
+    app = open_app(ctx)
     chosen = () if no_build else (builds or demo_data.DEMO_BUILDS)
     result = demo_data.post_demo(app.client_publisher, n, seed, dataset, chosen)
     counts = ", ".join(f"{count} {status}" for status, count in sorted(result.rows.items())) or "none"

@@ -9,7 +9,7 @@ from sqlalchemy import Engine
 
 from modelbus.db import registry
 from modelbus.db.registry import ModelVersion
-from modelbus.handlers.build import BuildOutcome, run_build
+from modelbus.handlers.log.build import BuildOutcome, run_build
 
 # Wall-clock figures differ on every run; they are reported, never compared.
 UNCOMPARED_METRICS = ("execution_time",)

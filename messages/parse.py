@@ -6,7 +6,8 @@ import math
 import re
 from typing import Any
 
-from modelbus.commands.messages import (
+from modelbus.messages.errors import Rejected
+from modelbus.messages.types import (
     BUILD_COMMANDS,
     COMMANDS,
     DEFAULT_DATASET,
@@ -14,7 +15,6 @@ from modelbus.commands.messages import (
     Command,
     Event,
     PredictionRequest,
-    Rejected,
     Training,
 )
 

@@ -8,19 +8,12 @@ from typing import Any
 
 import click
 
-from modelbus.commands.messages import DEFAULT_DATASET, MODEL_KINDS
-from modelbus.commands.parse import INT64_MAX, VERSION_MAX
+from modelbus.cli.context import open_app
+from modelbus.messages.parse import INT64_MAX, VERSION_MAX
+from modelbus.messages.types import DEFAULT_DATASET, MODEL_KINDS
 
 KIND = click.Choice(sorted(MODEL_KINDS))
 VERSION = click.IntRange(1, VERSION_MAX)
-
-
-def _app(ctx: click.Context):
-    from modelbus.app import App
-
-    app = App(ctx.obj["settings"])
-    ctx.call_on_close(app.close)
-    return app
 
 
 def _metrics_line(metrics: dict) -> str:
@@ -51,20 +44,20 @@ def _version_or_fail(app, model: str, dataset: str, version: int):
 @click.pass_context
 def build(ctx: click.Context, kind: str, dataset: str, params_text: str | None, wait: bool, timeout: float) -> None:
     """Post a build_<KIND> command; a worker builds it from the log (--wait: and say what came of it)."""
-    from modelbus.db.positions import LostLease
     from modelbus import build_wait
+    from modelbus.db.positions import LostLease
 
     event: dict[str, Any] = {"type": "command", "payload": f"build_{kind}", "dataset": dataset}
     if params_text is not None:
-        from modelbus.commands.messages import Rejected
-        from modelbus.commands.parse import loads
+        from modelbus.messages.errors import Rejected
+        from modelbus.messages.parse import loads
 
         # The bus's strict parser: Python's json would take NaN and integers no store holds.
         try:
             event["params"] = loads(params_text, max_bytes=sys.maxsize)
         except Rejected as exc:
             raise click.BadParameter(f"{exc.code}: {exc.message}", param_hint="--params") from None
-    app = _app(ctx)
+    app = open_app(ctx)
     kafka = app.settings.kafka_mode
     listener = build_wait.OutcomeListener(app.settings) if wait and kafka else None
     try:
@@ -119,7 +112,7 @@ def models(ctx: click.Context, dataset: str | None, model: str | None, show_buil
     """List model versions with their metrics; `*` marks production."""
     from modelbus.db import registry
 
-    app = _app(ctx)
+    app = open_app(ctx)
     if show_builds:
         for b in registry.builds(app.engine, model, dataset, limit=100):
             if as_json:
@@ -160,11 +153,10 @@ def verify(ctx: click.Context, model: str, version: int, dataset: str, progress:
     """Rebuild a version from its lineage; exit 0 only if artifact hash, metrics and lineage are identical."""
     from tqdm import tqdm
 
-    from modelbus.handlers.verify import verify_version
-
     from modelbus.builders import get_builder
+    from modelbus.handlers.log.verify import verify_version
 
-    app = _app(ctx)
+    app = open_app(ctx)
     recorded = _version_or_fail(app, model, dataset, version)
     get_builder(model)  # imports torch for mlp now, so the bar measures reading and fitting only
     started = time.perf_counter()
@@ -200,7 +192,7 @@ def lineage(ctx: click.Context, model: str, version: int, dataset: str, limit: i
     """List the training events a version was built from (every one before its build command)."""
     from modelbus.db.lineage import lineage_events
 
-    app = _app(ctx)
+    app = open_app(ctx)
     mv = _version_or_fail(app, model, dataset, version)
     rows = lineage_events(app.engine, dataset, mv.build_position, limit)
     for row in rows:
@@ -212,8 +204,3 @@ def lineage(ctx: click.Context, model: str, version: int, dataset: str, limit: i
     click.echo(f"{model} v{version} on '{dataset}': built at position {mv.build_position} from {mv.n_events} events "
                f"(positions {mv.first_position}..{mv.last_position}, digest {mv.lineage_digest})", err=True)
 
-
-def add_commands(group: click.Group) -> None:
-    """Register the model commands on the `modelbus` group."""
-    for command in (build, models, verify, lineage):
-        group.add_command(command)

@@ -5,6 +5,8 @@ import json
 
 import click
 
+from modelbus.cli.context import open_app
+
 
 def _cell(value) -> str:
     return "-" if value is None else str(value)
@@ -15,10 +17,9 @@ def _cell(value) -> str:
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
     """Handler positions and lag, consumer lag per topic, production versions, last build results."""
-    from modelbus.cli import _app
     from modelbus.status import collect
 
-    report = collect(_app(ctx))
+    report = collect(open_app(ctx))
     if as_json:
         click.echo(json.dumps(report, default=str))
         return

@@ -1,27 +1,19 @@
 """Typed messages of the bus: training records, commands and prediction requests."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 BUILD_COMMANDS = {"build_mlp": "mlp", "build_slr": "slr", "build_linear": "linear"}
+
+
 COMMANDS = (*BUILD_COMMANDS, "promote")
+
+
 MODEL_KINDS = tuple(BUILD_COMMANDS.values())
+
+
 DEFAULT_DATASET = "default"
-
-
-class Rejected(ValueError):
-    """A message that cannot be accepted, with a stable code and a precise reason."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-    def as_dict(self) -> dict[str, str]:
-        """The error as the JSON object every entry point answers with."""
-        return {"code": self.code, "message": self.message}
 
 
 @dataclass(frozen=True)
@@ -67,11 +59,6 @@ Event = Training | Command
 def event_id(event: Event) -> str | None:
     """The client's idempotency key, if it gave one."""
     return event.body.get("id")
-
-
-def canonical_json(obj: Any) -> str:
-    """JSON with sorted keys and no spaces: the stored form of every event."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 @dataclass(frozen=True)

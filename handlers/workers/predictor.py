@@ -8,37 +8,33 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import threading
 import time
 from collections import Counter
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-from modelbus.commands.messages import Rejected
+from modelbus.commands.report import rejected, store_and_report
 from modelbus.commands.transport import Transport
 from modelbus.db.events import EventStore, Source
-from modelbus.handlers.ingest import is_outage, rejected, store_and_report
-from modelbus.handlers.isolate import run_isolating
-from modelbus.handlers.predict import REGISTRY_UNAVAILABLE, ModelCache, error_response, parse_item, predict_batch
+from modelbus.handlers.follow.isolate import run_isolating
+from modelbus.handlers.serving.cache import ModelCache
+from modelbus.handlers.serving.predict import (
+    REGISTRY_UNAVAILABLE,
+    error_response,
+    parse_item,
+    predict_batch,
+)
+from modelbus.handlers.workers.ingest import is_outage
+from modelbus.messages.errors import Rejected
+from modelbus.messages.jsonutil import json_safe
+
 from modelbus.settings import Settings
 
 log = logging.getLogger(__name__)
 
-ALIAS_POLL_SECONDS = 1.0
-
 
 class RegistryUnavailable(RuntimeError):
     """The registry could not be read for a request: the database's fault, retry the batch."""
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    return value
 
 
 def dump_response(answer: Mapping[str, Any]) -> bytes:
@@ -46,7 +42,7 @@ def dump_response(answer: Mapping[str, Any]) -> bytes:
     try:
         return json.dumps(answer, separators=(",", ":"), allow_nan=False).encode()
     except ValueError:
-        return json.dumps(_finite(dict(answer)), separators=(",", ":"), allow_nan=False).encode()
+        return json.dumps(json_safe(dict(answer)), separators=(",", ":"), allow_nan=False).encode()
 
 
 class PredictionWorker:
@@ -154,7 +150,12 @@ class PredictionWorker:
 
     def run(self, stop: threading.Event) -> None:
         """Poll, answer, commit; until `stop` is set. Never dies on a request."""
-        from modelbus.commands.kafka import TopicWatch, kafka_transport, make_consumer, run_group
+        from modelbus.commands.kafka import (
+            TopicWatch,
+            kafka_transport,
+            make_consumer,
+            run_group,
+        )
 
         watch = TopicWatch(self.settings, [self.settings.topics.prediction_requests], "predictor", log)
         self.topic_ids = watch.ids
@@ -180,101 +181,3 @@ class PredictionWorker:
         finally:
             own, self.transport = self.transport, shared
             own.close()
-
-
-def apply_update(cache: ModelCache, value: bytes | None) -> bool:
-    """Reload the model named by one model-update notice; False for an unreadable notice."""
-    try:
-        notice = json.loads(value or b"")
-        model, dataset = notice["model"], notice["dataset"]
-        if not isinstance(model, str) or not isinstance(dataset, str):
-            raise TypeError("model and dataset must be strings")
-    except (ValueError, KeyError, TypeError) as exc:
-        log.warning("ignoring an unreadable model-update notice %r: %s", (value or b"")[:200], exc)
-        return False
-    try:
-        loaded = cache.on_update(model, dataset)
-    except Exception:
-        # A database blip while every serving process reloads at once must not stop them
-        # all: keep what is loaded; the alias poll picks the move up when the store is back.
-        log.exception("reloading %s/%s after a model-update notice failed; the alias poll retries", model, dataset)
-        return False
-    log.info("model update %s/%s v%s: serving %s", model, dataset, notice.get("version"),
-             f"v{loaded.version}" if loaded else "nothing")
-    return True
-
-
-class UpdateListener:
-    """Reads model_update_topic from its end, in this process only, and reloads the cache."""
-
-    def __init__(self, settings: Settings, cache: ModelCache):
-        self.settings = settings
-        self.cache = cache
-        self.ready = threading.Event()
-        self.applied = 0
-
-    def run(self, stop: threading.Event) -> None:
-        """Follow the topic until `stop` is set."""
-        from kafka.structs import TopicPartition
-
-        from modelbus.commands.kafka import create_topics, make_consumer
-
-        topic = self.settings.topics.model_updates
-        # Every process must see every notice, so no consumer group: a group of one with a
-        # unique id would do the same, but its first join costs seconds on Tansu.
-        consumer = make_consumer(self.settings, None)
-        try:
-            partitions = None
-            while partitions is None and not stop.is_set():
-                partitions = consumer.partitions_for_topic(topic)
-                if partitions is None:
-                    create_topics(self.settings, topics=[topic])
-                    stop.wait(0.2)
-            if stop.is_set():
-                return
-            assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
-            consumer.assign(assigned)
-            consumer.seek_to_end(*assigned)
-            for tp in assigned:
-                consumer.position(tp)  # resolve "end" now, so a notice sent after ready is seen
-            self.ready.set()
-            while not stop.is_set():
-                for records in consumer.poll(timeout_ms=500).values():
-                    for record in records:
-                        if apply_update(self.cache, record.value):
-                            self.applied += 1
-        finally:
-            consumer.close(autocommit=False)
-
-
-def poll_aliases(cache: ModelCache, seconds: float = ALIAS_POLL_SECONDS) -> Callable[[threading.Event], None]:
-    """A thread target that reloads moved aliases every few seconds (the fallback to notices)."""
-
-    def run(stop: threading.Event) -> None:
-        failing_since = None
-        while not stop.wait(seconds):
-            try:
-                cache.refresh()
-            except Exception as exc:
-                # Once per outage, not once a second: serving goes on with what is loaded.
-                if failing_since is None:
-                    failing_since = time.monotonic()
-                    log.warning("polling the model aliases failed (%s: %s); serving what is loaded and retrying "
-                                "every %gs", type(exc).__name__, str(exc)[:300], seconds)
-                continue
-            if failing_since is not None:
-                log.info("polling the model aliases works again after %.0fs", time.monotonic() - failing_since)
-                failing_since = None
-
-    return run
-
-
-def reload_targets(settings: Settings, transport: Transport, cache: ModelCache) -> list[tuple[str, Callable[[threading.Event], None]]]:
-    """The threads that keep a serving process's cache current: notices plus the polling fallback."""
-    targets: list[tuple[str, Callable[[threading.Event], None]]] = [("alias-poll", poll_aliases(cache))]
-    if settings.kafka_mode:
-        targets.append(("model-updates", UpdateListener(settings, cache).run))
-    elif hasattr(transport, "subscribe"):
-        # Embedded: the build handler's notice reaches this process synchronously.
-        transport.subscribe(settings.topics.model_updates, lambda value, key: apply_update(cache, value))
-    return targets

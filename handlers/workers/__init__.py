@@ -1,0 +1,1 @@
+"""Kafka workers: ingest of event_topic, the predictor, model-update notices."""

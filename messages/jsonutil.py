@@ -1,0 +1,22 @@
+"""JSON as the bus writes it: one canonical form, and values JSON can hold."""
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+
+def canonical_json(obj: Any) -> str:
+    """JSON with sorted keys and no spaces: the stored form of every event."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with every non-finite float (NaN, infinity) replaced by None, which JSON can hold."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, list):
+        return [json_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    return value

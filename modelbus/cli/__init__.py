@@ -1,0 +1,18 @@
+"""The `modelbus` command line: every command, registered here and nowhere else."""
+from __future__ import annotations
+
+from modelbus.cli import db, demo, events, kafka, models, run, status
+from modelbus.cli.group import main
+
+for command in (
+    db.db,
+    demo.demo,
+    events.send, events.events, events.errors, events.replay,
+    kafka.broker, kafka.topics,
+    models.build, models.models, models.verify, models.lineage,
+    run.worker, run.up, run.api, run.predictor, run.scheduler,
+    status.status,
+):
+    main.add_command(command)
+
+__all__ = ["main"]
