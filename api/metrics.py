@@ -9,6 +9,7 @@ from typing import Any, Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
+from modelbus.commands.kafka import KafkaConfig
 from modelbus.db.breaker import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
@@ -74,8 +75,9 @@ class StoreCollector:
 class KafkaIngestLag:
     """Consumer-group lag of the ingest workers on event_topic, cached for a few seconds."""
 
-    def __init__(self, settings: Any):
-        self.settings = settings
+    def __init__(self, kafka: KafkaConfig, group: str):
+        self.kafka = kafka
+        self.group = group
         self._value: int | None = None
         self._at = 0.0
         self._lock = threading.Lock()
@@ -95,8 +97,7 @@ class KafkaIngestLag:
     def _measure(self) -> int:
         from modelbus.commands.kafka import group_lag
 
-        return sum(row["lag"] for row in group_lag(self.settings, self.settings.ingest_group,
-                                                   self.settings.topics.events))
+        return sum(row["lag"] for row in group_lag(self.kafka, self.group, self.kafka.topics.events))
 
 
 class Metrics:

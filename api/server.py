@@ -87,7 +87,10 @@ class ApiServer:
             stop.wait()
             # Closing happens in the server's own loop thread: the trigger runs the thunk there;
             # with every dispatcher closed the loop's map is empty and run() returns.
-            server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
+            try:
+                server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
+            except OSError:
+                pass  # the loop ended on its own and closed its trigger: nothing left to close
 
         watcher = threading.Thread(target=close_when_stopped, name="api-stop", daemon=True)
         watcher.start()

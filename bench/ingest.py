@@ -93,11 +93,10 @@ def consume_raw(bootstrap: str, topic: str, n: int, **config) -> float:
     """(a) kafka-python alone: poll until n messages arrived; messages per second."""
     from kafka import KafkaConsumer, TopicPartition
 
-    from modelbus.commands.kafka import make_consumer
-    from modelbus.settings import Settings
+    from modelbus.commands.kafka import KafkaConfig, make_consumer
 
     # The worker's consumer settings, without a group (no join to wait for).
-    consumer: KafkaConsumer = make_consumer(Settings(kafka_bootstrap=bootstrap), None, **config)
+    consumer: KafkaConsumer = make_consumer(KafkaConfig(bootstrap=bootstrap), None, **config)
     partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
     consumer.assign(partitions)
     consumer.seek_to_beginning(*partitions)
@@ -242,10 +241,11 @@ def worker_in_process(settings, n: int, profile: bool) -> tuple[float, float]:
     from modelbus.db.engine import make_engine
     from modelbus.db.events import EventStore, Schemas
     from modelbus.handlers.workers.ingest import IngestWorker
+    from modelbus.up import ingest_config
 
     engine = make_engine(settings.database_url)
     transport = KafkaTransport(settings.kafka_bootstrap)
-    worker = IngestWorker(settings, EventStore(engine, Schemas(declared={"default": 4})), transport)
+    worker = IngestWorker(ingest_config(settings), EventStore(engine, Schemas(declared={"default": 4})), transport)
     stop = threading.Event()
     profiler = cProfile.Profile() if profile else None
 
@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             kafka_session_timeout_ms=6000,
             kafka_heartbeat_ms=1000,
         )
-        create_topics(settings, PARTITIONS)
+        create_topics(settings.kafka, PARTITIONS)
         rates = {"produce": produce(bootstrap, settings.topics.events, values)}
         rates["a_consume"] = consume_raw(bootstrap, settings.topics.events, n)
         rates["b_executemany"] = executemany_raw(url, values)

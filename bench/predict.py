@@ -102,7 +102,7 @@ def kafka_rate(bootstrap: str, url: str, n: int, batch: int, wait_ms: int) -> fl
     topics = Topics(events=f"ev-{tag}", prediction_requests=f"req-{tag}", prediction_responses=f"resp-{tag}",
                     errors=f"err-{tag}", model_updates=f"upd-{tag}")
     settings = Settings(database_url=url, kafka_bootstrap=bootstrap, topics=topics)
-    create_topics(settings, PARTITIONS)
+    create_topics(settings.kafka, PARTITIONS)
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, batch_size=64 * 1024)
     for i, value in enumerate(_requests(n)):
         producer.send(topics.prediction_requests, value=value, key=f"k{i}".encode())

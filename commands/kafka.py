@@ -4,70 +4,97 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping
 
-from modelbus.settings import Settings
+from pydantic import BaseModel
+
+from modelbus.backoff import backoff, log_failures, retry_until_done
 
 log = logging.getLogger(__name__)
+
+
+class Topics(BaseModel):
+    """Kafka topic names; the defaults are the seed's."""
+
+    events: str = "event_topic"
+    prediction_requests: str = "prediction_request_topic"
+    prediction_responses: str = "prediction_response_topic"
+    errors: str = "error_topic"
+    model_updates: str = "model_update_topic"
+    build_outcomes: str = "build_outcome_topic"
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    """Where the broker is, the topics, and how consumers and producers wait."""
+
+    bootstrap: str
+    topics: Topics = field(default_factory=Topics)
+    session_timeout_ms: int = 10_000
+    heartbeat_ms: int = 2_000
+    fetch_wait_ms: int = 100
+    send_timeout_ms: int = 5_000
+    topic_partitions: int = 3
 
 # A topic id as Tansu and Kafka < 2.8 report "none".
 NO_TOPIC_ID = "00000000-0000-0000-0000-000000000000"
 
 
-def make_consumer(settings: Settings, group: str | None, topics: Iterable[str] = (), **config):
-    """A consumer with manual commits, tuned by settings (session timeout, fetch wait)."""
+def make_consumer(config: KafkaConfig, group: str | None, topics: Iterable[str] = (), **options):
+    """A consumer with manual commits, tuned by the config (session timeout, fetch wait)."""
     from kafka import KafkaConsumer
 
-    assert settings.kafka_bootstrap
-    options = dict(
-        bootstrap_servers=settings.kafka_bootstrap,
+    assert config.bootstrap
+    settings = dict(
+        bootstrap_servers=config.bootstrap,
         group_id=group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        session_timeout_ms=settings.kafka_session_timeout_ms,
-        heartbeat_interval_ms=settings.kafka_heartbeat_ms,
-        fetch_max_wait_ms=settings.kafka_fetch_wait_ms,
+        session_timeout_ms=config.session_timeout_ms,
+        heartbeat_interval_ms=config.heartbeat_ms,
+        fetch_max_wait_ms=config.fetch_wait_ms,
         # A message larger than this is still delivered alone (fetch v3+), so the
         # worker can reject it instead of stalling on it.
         max_partition_fetch_bytes=1024 * 1024,
     )
-    options.update(config)
-    consumer = KafkaConsumer(**options)
+    settings.update(options)
+    consumer = KafkaConsumer(**settings)
     topics = list(topics)
     if topics:
         consumer.subscribe(topics)
     return consumer
 
 
-def admin(settings: Settings):
+def admin(config: KafkaConfig):
     """An admin client for the configured bootstrap."""
     from kafka import KafkaAdminClient
 
-    assert settings.kafka_bootstrap
-    return KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="modelbus-admin")
+    assert config.bootstrap
+    return KafkaAdminClient(bootstrap_servers=config.bootstrap, client_id="modelbus-admin")
 
 
-def kafka_transport(settings: Settings):
+def kafka_transport(config: KafkaConfig):
     """A KafkaTransport with the configured send timeout."""
     from modelbus.commands.transport import KafkaTransport
 
-    assert settings.kafka_bootstrap
-    return KafkaTransport(settings.kafka_bootstrap, timeout=settings.kafka_send_timeout_ms / 1000)
+    assert config.bootstrap
+    return KafkaTransport(config.bootstrap, timeout=config.send_timeout_ms / 1000)
 
 
-def all_topics(settings: Settings) -> list[str]:
-    """Every topic modelbus uses, from the settings."""
-    t = settings.topics
+def all_topics(config: KafkaConfig) -> list[str]:
+    """Every topic modelbus uses."""
+    t = config.topics
     return [t.events, t.prediction_requests, t.prediction_responses, t.errors, t.model_updates, t.build_outcomes]
 
 
-def _create(client, settings: Settings, names: list[str], partitions: int) -> list[str]:
+def _create(client, config: KafkaConfig, names: list[str], partitions: int) -> list[str]:
     from kafka.errors import TopicAlreadyExistsError, for_code
 
     # Model updates are few and every reader wants them all, in order.
     result = client.create_topics(
         {
-            name: {"num_partitions": 1 if name == settings.topics.model_updates else partitions, "replication_factor": 1}
+            name: {"num_partitions": 1 if name == config.topics.model_updates else partitions, "replication_factor": 1}
             for name in names
         },
         raise_errors=False,
@@ -84,23 +111,23 @@ def _create(client, settings: Settings, names: list[str], partitions: int) -> li
     return [name for name in names if name in created]
 
 
-def create_topics(settings: Settings, partitions: int | None = None, topics: Iterable[str] | None = None) -> list[str]:
+def create_topics(config: KafkaConfig, partitions: int | None = None, topics: Iterable[str] | None = None) -> list[str]:
     """Create the topics that do not exist yet (default: every modelbus topic); returns the names created."""
-    client = admin(settings)
+    client = admin(config)
     try:
-        wanted = list(topics) if topics is not None else all_topics(settings)
+        wanted = list(topics) if topics is not None else all_topics(config)
         existing = set(client.list_topics())
         missing = [name for name in wanted if name not in existing]
         if not missing:
             return []
-        return _create(client, settings, missing, partitions or settings.topic_partitions)
+        return _create(client, config, missing, partitions or config.topic_partitions)
     finally:
         client.close()
 
 
 def _ids(described: Iterable[Mapping]) -> dict[str, str]:
     """topic -> id ('' when the broker names none) of the topics that exist."""
-    from kafka.errors import for_code, UnknownTopicOrPartitionError
+    from kafka.errors import UnknownTopicOrPartitionError, for_code
 
     ids = {}
     for topic in described:
@@ -112,13 +139,32 @@ def _ids(described: Iterable[Mapping]) -> dict[str, str]:
     return ids
 
 
-def topic_ids(settings: Settings, topics: Iterable[str]) -> dict[str, str]:
+def topic_ids(config: KafkaConfig, topics: Iterable[str]) -> dict[str, str]:
     """The broker's topic id (a UUID string) of each existing topic; '' when the broker has none."""
-    client = admin(settings)
+    client = admin(config)
     try:
         return _ids(client.describe_topics(list(topics)))
     finally:
         client.close()
+
+
+def consumer_at_end(config: KafkaConfig, topic: str):
+    """A consumer outside any group on every partition of `topic`, at its end: it sees what comes after.
+
+    The topic is created when missing. "End" is resolved before returning, so a message sent
+    after this call is never missed.
+    """
+    from kafka.structs import TopicPartition
+
+    create_topics(config, topics=[topic])
+    consumer = make_consumer(config, None)
+    partitions = consumer.partitions_for_topic(topic) or set()
+    assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
+    consumer.assign(assigned)
+    consumer.seek_to_end(*assigned)
+    for tp in assigned:
+        consumer.position(tp)
+    return consumer
 
 
 def end_offsets(consumer, partitions: list) -> dict:
@@ -143,13 +189,13 @@ def end_offsets(consumer, partitions: list) -> dict:
     return ends
 
 
-def group_lag(settings: Settings, group: str, topic: str) -> list[dict]:
+def group_lag(config: KafkaConfig, group: str, topic: str) -> list[dict]:
     """Per partition of `topic`: the group's committed offset (None before its first commit), the end, the lag."""
     from kafka.errors import GroupIdNotFoundError
     from kafka.structs import TopicPartition
 
-    consumer = make_consumer(settings, None)
-    client = admin(settings)
+    consumer = make_consumer(config, None)
+    client = admin(config)
     try:
         partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
         if not partitions:
@@ -184,8 +230,8 @@ class TopicWatch:
     modelbus uses, not only the consumed ones) are created again.
     """
 
-    def __init__(self, settings: Settings, consumed: Iterable[str], name: str, log: logging.Logger):
-        self.settings = settings
+    def __init__(self, config: KafkaConfig, consumed: Iterable[str], name: str, log: logging.Logger):
+        self.config = config
         self.consumed = list(consumed)
         self.name = name
         self.log = log
@@ -194,19 +240,19 @@ class TopicWatch:
 
     def _admin(self):
         if self._client is None:
-            self._client = admin(self.settings)
+            self._client = admin(self.config)
         return self._client
 
     def current(self) -> dict[str, str]:
         """The topic ids on the broker now; missing modelbus topics are created first."""
         client = self._admin()
-        wanted = all_topics(self.settings)
+        wanted = all_topics(self.config)
         ids = _ids(client.describe_topics(wanted))
         missing = [t for t in wanted if t not in ids]
         if missing:
             self.log.warning("%s: topics %s do not exist on the broker (restarted empty, or deleted); creating them",
                              self.name, ", ".join(missing))
-            _create(client, self.settings, missing, self.settings.topic_partitions)
+            _create(client, self.config, missing, self.config.topic_partitions)
             ids = _ids(client.describe_topics(wanted))
         return ids
 
@@ -236,28 +282,11 @@ class TopicWatch:
             self._client = None
 
 
-def backoff(attempt: int) -> float:
-    """Seconds to wait before retry number `attempt` (1, 2, ...): 1 s doubling up to 30 s."""
-    return min(30.0, 0.5 * 2 ** min(attempt, 6))
-
-
 def process_until_done(process: Callable[[list], object], records: list, stop: threading.Event, *,
                        log: logging.Logger, name: str, doing: str) -> bool:
     """Call process(records) until it returns, backing off exponentially; False if `stop` is set first."""
-    attempt = 0
-    while True:
-        try:
-            process(records)
-            return True
-        except Exception as exc:
-            attempt += 1
-            delay = backoff(attempt)
-            log.warning("%s: %s a batch of %d failed (attempt %d: %s: %s); retrying in %.1fs",
-                        name, doing, len(records), attempt, type(exc).__name__, str(exc)[:300], delay)
-            if attempt == 1:
-                log.debug("%s: the failure in full", name, exc_info=True)
-            if stop.wait(delay):
-                return False
+    return retry_until_done(lambda: process(records), stop,
+                            log_failures(log, f"{name}: {doing} a batch of {len(records)}"))
 
 
 def _rewind(consumer, polled: Mapping) -> None:

@@ -2,40 +2,52 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
 
-from modelbus.messages.errors import Rejected
-from modelbus.messages.types import Training
-from modelbus.messages.jsonutil import canonical_json
-from modelbus.messages.parse import check_feature_count, loads, parse_event_obj
+from modelbus.commands.report import error_message, store_and_report
 from modelbus.commands.transport import Transport
 from modelbus.db.events import REJECTED, EventStore, Incoming, Outcome, Source
-from modelbus.commands.report import error_message, store_and_report
-from modelbus.settings import Settings
+from modelbus.messages.errors import Rejected
+from modelbus.messages.jsonutil import canonical_json
+from modelbus.messages.parse import check_feature_count, loads, parse_event_obj
+from modelbus.messages.types import Training
 
 QUEUED = "queued"
+
+
+@dataclass(frozen=True)
+class PublisherConfig:
+    """Where events go and what is checked before: Kafka or the store, topics, limits, declared widths."""
+
+    kafka_mode: bool = False
+    events_topic: str = "event_topic"
+    errors_topic: str = "error_topic"
+    max_message_bytes: int = 64 * 1024
+    # Values (features plus label) of each declared dataset's training records.
+    declared_widths: Mapping[str, int] = field(default_factory=dict)
 
 
 class EventPublisher:
     """Validates events once, then appends them (embedded) or publishes them to event_topic (Kafka)."""
 
-    def __init__(self, settings: Settings, store: EventStore | None, transport: Transport | None = None):
+    def __init__(self, config: PublisherConfig, store: EventStore | None, transport: Transport | None = None):
         """`store` may be None in Kafka mode only: rejects then go to error_topic alone, and only
         the declared datasets' widths are checked before publishing."""
-        if store is None and not settings.kafka_mode:
+        if store is None and not config.kafka_mode:
             raise ValueError("the embedded default appends to the store: a store is required")
-        self.settings = settings
+        self.config = config
         self.store = store
-        self.transport = transport if settings.kafka_mode else None
+        self.transport = transport if config.kafka_mode else None
         # Dead letters and error_topic notices for entry-point rejects go through the
         # same transport as ingest's; None in the embedded default.
-        self._errors = transport if settings.kafka_mode else None
+        self._errors = transport if config.kafka_mode else None
 
     def _parse(self, obj: Any, source: Source) -> Incoming:
         raw = obj if isinstance(obj, (bytes, str)) else canonical_json(obj)
         raw_bytes = raw.encode() if isinstance(raw, str) else raw
         try:
-            value = loads(raw_bytes, self.settings.max_message_bytes) if isinstance(obj, (bytes, str)) else obj
+            value = loads(raw_bytes, self.config.max_message_bytes) if isinstance(obj, (bytes, str)) else obj
             event = parse_event_obj(value)
         except Rejected as exc:
             return Incoming(raw=raw_bytes, source=source, error=exc)
@@ -51,14 +63,13 @@ class EventPublisher:
         """
         items = [self._parse(obj, Source(source)) for obj in events]
         if self.transport is None:
-            return store_and_report(self.store, None, self.settings.topics.errors, items)
+            return store_and_report(self.store, None, self.config.errors_topic, items)
         return self._publish(items)
 
     def _expected_values(self, dataset: str) -> int | None:
         if self.store is not None:
             return self.store.expected_values(dataset)
-        schema = self.settings.datasets.get(dataset)
-        return schema.features + 1 if schema is not None else None
+        return self.config.declared_widths.get(dataset)
 
     def _publish(self, items: list[Incoming]) -> list[Outcome]:
         assert self.transport is not None
@@ -75,11 +86,11 @@ class EventPublisher:
         outcomes: list[Outcome] = []
         rejects = [i for i in items if i.error is not None]
         if rejects and self.store is not None:
-            store_and_report(self.store, self._errors, self.settings.topics.errors, rejects)
+            store_and_report(self.store, self._errors, self.config.errors_topic, rejects)
         elif rejects:
             for item in rejects:
                 assert item.error is not None
-                self.transport.publish(self.settings.topics.errors, error_message(item.raw, item.source, item.error))
+                self.transport.publish(self.config.errors_topic, error_message(item.raw, item.source, item.error))
         for item in items:
             if item.error is not None:
                 outcomes.append(Outcome(REJECTED, error=item.error))
@@ -88,7 +99,7 @@ class EventPublisher:
             # Keyed by dataset: one dataset's events share a partition, so a build
             # command is never ingested before the training records sent ahead of it.
             self.transport.publish(
-                self.settings.topics.events,
+                self.config.events_topic,
                 canonical_json(item.event.body).encode(),
                 key=item.event.dataset.encode(),
             )

@@ -8,11 +8,11 @@ from typing import Any, Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from apscheduler.triggers.cron import CronTrigger
+from pydantic import BaseModel, Field
 
-from modelbus.messages.types import BUILD_COMMANDS
 from modelbus.messages.errors import Rejected
 from modelbus.messages.parse import parse_event_obj
-from modelbus.settings import ScheduleJob
+from modelbus.messages.types import BUILD_COMMANDS
 
 # A job name goes into every event id it posts (ids are at most 128 characters).
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
@@ -25,6 +25,20 @@ _DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 
 class ScheduleError(ValueError):
     """A schedule that cannot run; the message names the job and what is wrong with it."""
+
+
+class ScheduleJob(BaseModel):
+    """One cron job: when, which command, for which dataset, with which params."""
+
+    name: str
+    cron: str
+    command: str
+    dataset: str = "default"
+    params: dict[str, Any] | None = None
+    # The zone the cron expression is read in (IANA name); the slot in the event id is UTC.
+    timezone: str = "UTC"
+    # How late a firing may still post its slot; see cron/scheduler.py for why.
+    misfire_grace_seconds: int = Field(default=300, ge=1)
 
 
 @dataclass(frozen=True)

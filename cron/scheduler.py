@@ -19,9 +19,9 @@ from apscheduler.executors.base import run_job
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from modelbus.cron.schedule import PlannedJob, command_event, plan, slot_id
+from modelbus.backoff import backoff
+from modelbus.cron.schedule import PlannedJob, ScheduleJob, command_event, plan, slot_id
 from modelbus.db.events import REJECTED, Outcome
-from modelbus.settings import ScheduleJob
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ class CronScheduler:
                         name, event["id"], attempts, type(exc).__name__, exc,
                     )
                     return self._record(Firing(name, scheduled, event["id"], "failed", attempts))
-                delay = min(left, RETRY_MAX_SECONDS, RETRY_FIRST_SECONDS * 2 ** min(attempts - 1, 6))
+                delay = min(left, backoff(attempts, RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS))
                 log.warning(
                     "scheduler: job %s slot %s: posting failed (%s: %s); retry %d in %.1fs",
                     name, event["id"], type(exc).__name__, exc, attempts, delay,
@@ -210,9 +210,9 @@ def _iso(moment: datetime | None) -> str:
     return moment.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def start_scheduler(app, stop: threading.Event, jobs: Sequence[ScheduleJob] | None = None) -> CronScheduler:
-    """Start the schedule of `app.settings` (or `jobs`) posting through app.publisher; it shuts down when `stop` is set."""
-    scheduler = CronScheduler(app.publisher, app.settings.schedule if jobs is None else jobs)
+def start_scheduler(publisher: Publisher, jobs: Sequence[ScheduleJob], stop: threading.Event) -> CronScheduler:
+    """Start `jobs` posting through `publisher`; it shuts down when `stop` is set."""
+    scheduler = CronScheduler(publisher, jobs)
     scheduler.start()
 
     def watch() -> None:
@@ -223,13 +223,12 @@ def start_scheduler(app, stop: threading.Event, jobs: Sequence[ScheduleJob] | No
     return scheduler
 
 
-def run_scheduler(app, stop: threading.Event, jobs: Sequence[ScheduleJob] | None = None) -> None:
-    """Run the schedule until `stop` is set: a Services target for `modelbus up`."""
-    jobs = app.settings.schedule if jobs is None else jobs
+def run_scheduler(publisher: Publisher, jobs: Sequence[ScheduleJob], stop: threading.Event) -> None:
+    """Run `jobs` until `stop` is set: a Services target for `modelbus up` and `modelbus scheduler`."""
     if not jobs:
         log.info("scheduler: no jobs configured (settings 'schedule'); not starting")
         return
-    scheduler = start_scheduler(app, stop, jobs)
+    scheduler = start_scheduler(publisher, jobs, stop)
     try:
         stop.wait()
     finally:

@@ -7,13 +7,13 @@ from functools import cached_property
 from sqlalchemy import Engine
 
 from modelbus.commands.kafka import kafka_transport
-from modelbus.messages.jsonutil import canonical_json
-from modelbus.commands.publish import EventPublisher
+from modelbus.commands.publish import EventPublisher, PublisherConfig
 from modelbus.commands.transport import InProcessTransport, Transport
 from modelbus.db.engine import DbTimeouts, is_sqlite, make_engine
 from modelbus.db.events import EventStore, Schemas
 from modelbus.db.migrate import upgrade
 from modelbus.handlers.log.base import Handler
+from modelbus.messages.jsonutil import canonical_json
 from modelbus.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -43,8 +43,7 @@ class App:
     @cached_property
     def store(self) -> EventStore:
         """The event log on `engine`, with the declared datasets' widths."""
-        declared = {name: schema.features + 1 for name, schema in self.settings.datasets.items()}
-        return EventStore(self.engine, Schemas(declared=declared, auto=self.settings.auto_datasets))
+        return EventStore(self.engine, Schemas(declared=self.settings.declared_widths, auto=self.settings.auto_datasets))
 
     @cached_property
     def api_engine(self) -> Engine:
@@ -73,19 +72,26 @@ class App:
     def transport(self) -> Transport:
         """Kafka when a bootstrap is configured, else the in-process transport."""
         if self.settings.kafka_bootstrap:
-            return kafka_transport(self.settings)
+            return kafka_transport(self.settings.kafka)
         return InProcessTransport()
+
+    @property
+    def publisher_config(self) -> PublisherConfig:
+        """What the publisher needs of the settings."""
+        s = self.settings
+        return PublisherConfig(kafka_mode=s.kafka_mode, events_topic=s.topics.events, errors_topic=s.topics.errors,
+                               max_message_bytes=s.max_message_bytes, declared_widths=s.declared_widths)
 
     @cached_property
     def publisher(self) -> EventPublisher:
         """Where the entry points post events."""
-        return EventPublisher(self.settings, self.store, self.transport)
+        return EventPublisher(self.publisher_config, self.store, self.transport)
 
     @cached_property
     def client_publisher(self) -> EventPublisher:
         """The CLI's publisher: in Kafka mode it needs no database (the worker checks what needs the log)."""
         if self.settings.kafka_mode:
-            return EventPublisher(self.settings, None, self.transport)
+            return EventPublisher(self.publisher_config, None, self.transport)
         return self.publisher
 
     def handlers(self) -> list[Handler]:

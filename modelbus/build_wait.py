@@ -23,25 +23,15 @@ BUILDS_HANDLER = "builds"
 class OutcomeListener:
     """Reads build_outcome_topic from its current end, so an outcome published after start() is seen."""
 
-    def __init__(self, settings):
-        self.settings = settings
+    def __init__(self, kafka):
+        self.kafka = kafka
         self.consumer = None
 
     def start(self) -> None:
-        """Assign every partition of the topic at its end (creating the topic if a worker has not yet)."""
-        from kafka.structs import TopicPartition
+        """Listen from the topic's end (creating it if no worker has yet)."""
+        from modelbus.commands.kafka import consumer_at_end
 
-        from modelbus.commands.kafka import create_topics, make_consumer
-
-        topic = self.settings.topics.build_outcomes
-        create_topics(self.settings, topics=[topic])
-        self.consumer = make_consumer(self.settings, None)
-        partitions = self.consumer.partitions_for_topic(topic) or set()
-        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
-        self.consumer.assign(assigned)
-        self.consumer.seek_to_end(*assigned)
-        for tp in assigned:
-            self.consumer.position(tp)  # resolve "end" now, before the command is posted
+        self.consumer = consumer_at_end(self.kafka, self.kafka.topics.build_outcomes)
 
     def wait(self, event_id: str, timeout: float) -> dict | None:
         """The outcome of the build command `event_id`, or None after `timeout` seconds."""

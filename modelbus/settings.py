@@ -13,19 +13,11 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from modelbus.commands.kafka import KafkaConfig, Topics
+from modelbus.cron.schedule import ScheduleJob
+
 CONFIG_ENV = "MODELBUS_CONFIG"
 DEFAULT_CONFIG_FILE = "modelbus.toml"
-
-
-class Topics(BaseModel):
-    """Kafka topic names; the defaults are the seed's."""
-
-    events: str = "event_topic"
-    prediction_requests: str = "prediction_request_topic"
-    prediction_responses: str = "prediction_response_topic"
-    errors: str = "error_topic"
-    model_updates: str = "model_update_topic"
-    build_outcomes: str = "build_outcome_topic"
 
 
 class DatasetSchema(BaseModel):
@@ -36,20 +28,6 @@ class DatasetSchema(BaseModel):
     # Maps a label value (as written in the payload) to a display name, as seed 004's
     # output label mapping; predictions then carry the name beside the value.
     labels: dict[str, str] | None = None
-
-
-class ScheduleJob(BaseModel):
-    """One cron job: when, which command, for which dataset, with which params."""
-
-    name: str
-    cron: str
-    command: str
-    dataset: str = "default"
-    params: dict[str, Any] | None = None
-    # The zone the cron expression is read in (IANA name); the slot in the event id is UTC.
-    timezone: str = "UTC"
-    # How late a firing may still post its slot; see cron/scheduler.py for why.
-    misfire_grace_seconds: int = Field(default=300, ge=1)
 
 
 class Settings(BaseSettings):
@@ -98,6 +76,26 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, value: str | None) -> str | None:
         return value or None
+
+    @property
+    def kafka(self) -> KafkaConfig:
+        """The Kafka part of the settings, for the Kafka plumbing (Kafka mode only)."""
+        if self.kafka_bootstrap is None:
+            raise ValueError("no Kafka bootstrap configured (set MODELBUS_KAFKA_BOOTSTRAP)")
+        return KafkaConfig(
+            bootstrap=self.kafka_bootstrap,
+            topics=self.topics,
+            session_timeout_ms=self.kafka_session_timeout_ms,
+            heartbeat_ms=self.kafka_heartbeat_ms,
+            fetch_wait_ms=self.kafka_fetch_wait_ms,
+            send_timeout_ms=self.kafka_send_timeout_ms,
+            topic_partitions=self.topic_partitions,
+        )
+
+    @property
+    def declared_widths(self) -> dict[str, int]:
+        """Values (features plus label) of each declared dataset's training records."""
+        return {name: schema.features + 1 for name, schema in self.datasets.items()}
 
     @property
     def kafka_mode(self) -> bool:

@@ -44,7 +44,7 @@ def consumer_lag(settings: Settings) -> list[dict[str, Any]]:
     rows = []
     for group, topic in ((settings.ingest_group, settings.topics.events),
                          (settings.predictor_group, settings.topics.prediction_requests)):
-        found = group_lag(settings, group, topic)
+        found = group_lag(settings.kafka, group, topic)
         rows.extend(found or [{"group": group, "topic": topic, "partition": None, "committed": None, "end": None,
                                "lag": None}])
     return rows

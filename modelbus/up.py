@@ -11,17 +11,34 @@ from typing import Callable
 
 from modelbus.app import App
 from modelbus.runtime import Services
+from modelbus.settings import Settings
 
 log = logging.getLogger("modelbus")
 
 DEMO_ROWS = ("3,4,5", "7,8,9")
 
 
+def ingest_config(settings: Settings):
+    """The ingest worker's config from the settings."""
+    from modelbus.handlers.workers.ingest import IngestConfig
+
+    return IngestConfig(kafka=settings.kafka, group=settings.ingest_group, batch=settings.ingest_batch,
+                        max_message_bytes=settings.max_message_bytes)
+
+
+def predictor_config(settings: Settings):
+    """The prediction worker's config from the settings."""
+    from modelbus.handlers.workers.predictor import PredictorConfig
+
+    return PredictorConfig(kafka=settings.kafka, group=settings.predictor_group, batch=settings.predict_batch,
+                           wait_ms=settings.predict_wait_ms, max_message_bytes=settings.max_message_bytes)
+
+
 def start_ingest(app: App, services: Services) -> None:
     """Consume event_topic into the log (Kafka mode; the topics must exist)."""
     from modelbus.handlers.workers.ingest import IngestWorker
 
-    services.start("ingest", IngestWorker(app.settings, app.store, app.transport).run)
+    services.start("ingest", IngestWorker(ingest_config(app.settings), app.store, app.transport).run)
     log.info("ingest ready: consuming %s from %s", app.settings.topics.events, app.settings.kafka_bootstrap)
 
 
@@ -44,9 +61,9 @@ def start_predictor(app: App, services: Services, cache=None) -> None:
     engine either way: seconds of timeout and a circuit breaker, so a frozen database makes
     a batch back off instead of waiting out a worker's long timeout.
     """
-    from modelbus.handlers.serving.registry import DbRegistry
     from modelbus.handlers.serving.cache import ModelCache
     from modelbus.handlers.serving.predict import dataset_labels
+    from modelbus.handlers.serving.registry import DbRegistry
     from modelbus.handlers.workers.predictor import PredictionWorker
     from modelbus.handlers.workers.updates import reload_targets
 
@@ -55,9 +72,10 @@ def start_predictor(app: App, services: Services, cache=None) -> None:
     if cache is None:
         cache = ModelCache(DbRegistry(app.api_engine))
         loaded = f"{cache.warm()} production models loaded; "
-        for name, target in reload_targets(settings, app.transport, cache):
+        for name, target in reload_targets(settings.kafka, app.transport, cache, settings.topics.model_updates):
             services.start(name, target)
-    worker = PredictionWorker(settings, app.store, cache, app.transport, dataset_labels(settings.datasets))
+    worker = PredictionWorker(predictor_config(settings), app.store, cache, app.transport,
+                              dataset_labels(settings.datasets))
     services.start("predictor", worker.run)
     log.info("predictor ready: %sconsuming %s, answering on %s", loaded, settings.topics.prediction_requests,
              settings.topics.prediction_responses)
@@ -68,8 +86,8 @@ def start_parts(app: App, services: Services, *, api: bool = True, scheduler: bo
     settings = app.settings
     serving = server = None
     if api:
-        from modelbus.web import create_api
         from modelbus.api.server import ApiServer
+        from modelbus.web import create_api
 
         flask_app = create_api(app)
         serving = flask_app.extensions["modelbus"]
@@ -78,7 +96,7 @@ def start_parts(app: App, services: Services, *, api: bool = True, scheduler: bo
     if settings.kafka_mode:
         from modelbus.commands.kafka import create_topics
 
-        create_topics(settings)
+        create_topics(settings.kafka)
         start_ingest(app, services)
         # The predictor shares the API's model cache, so one set of reload threads serves both.
         start_predictor(app, services, serving.cache if serving is not None else None)
@@ -94,7 +112,7 @@ def start_parts(app: App, services: Services, *, api: bool = True, scheduler: bo
         from modelbus.cron.scheduler import run_scheduler
 
         if settings.schedule:
-            services.start("scheduler", lambda stop: run_scheduler(app, stop))
+            services.start("scheduler", lambda stop: run_scheduler(app.publisher, app.settings.schedule, stop))
             log.info("scheduler ready: %d jobs", len(settings.schedule))
         else:
             log.info("scheduler: no jobs configured (setting 'schedule')")

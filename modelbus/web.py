@@ -31,15 +31,17 @@ def create_api(app: App, *, registry: Any = None, serving: Serving | None = None
     # Every request reads and writes through the API's engine (timeouts of seconds, circuit
     # breaker); appends still wake this process's followers at once.
     store = app.store.using(app.api_engine)
-    metrics = Metrics(store, KafkaIngestLag(app.settings) if config.kafka_mode else None)
+    metrics = Metrics(store, KafkaIngestLag(app.settings.kafka, app.settings.ingest_group) if config.kafka_mode else None)
     if serving is None:
         serving = Serving(registry if registry is not None else DbRegistry(app.api_engine),
                           predict_batch=config.predict_batch, labels=config.labels, metrics=metrics,
-                          reload_targets=lambda cache: reload_targets(app.settings, app.transport, cache))
+                          reload_targets=lambda cache: reload_targets(
+                              app.settings.kafka if config.kafka_mode else None, app.transport, cache,
+                              app.settings.topics.model_updates))
 
     @functools.cache
     def publisher() -> EventPublisher:
         # Made on first use: in Kafka mode it needs the producer.
-        return EventPublisher(app.settings, store, app.transport)
+        return EventPublisher(app.publisher_config, store, app.transport)
 
     return create_app(ApiParts(config=config, store=store, publisher=publisher, serving=serving, metrics=metrics))

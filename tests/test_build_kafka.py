@@ -7,6 +7,7 @@ import time
 
 from kafka import KafkaProducer
 
+from modelbus.up import ingest_config
 from modelbus.commands.kafka import create_topics
 from modelbus.commands.transport import InProcessTransport
 from modelbus.db import registry
@@ -32,13 +33,13 @@ def wait_for(condition, what: str) -> None:
 
 def test_build_during_ingest_uses_exactly_the_events_before_it_with_two_workers(db_url, kafka_bootstrap, topics):
     settings = kafka_settings(db_url, kafka_bootstrap, topics)
-    create_topics(settings, PARTITIONS, [topics.events, topics.errors])
+    create_topics(settings.kafka, PARTITIONS, [topics.events, topics.errors])
     stop = threading.Event()
     workers, threads, engines = [], [], []
     for _ in range(2):
         # One engine each, as two worker processes would have.
         engine = make_engine(db_url)
-        worker = IngestWorker(settings, EventStore(engine, Schemas(declared={"default": 4})), InProcessTransport())
+        worker = IngestWorker(ingest_config(settings), EventStore(engine, Schemas(declared={"default": 4})), InProcessTransport())
         thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
         thread.start()
         workers.append(worker)

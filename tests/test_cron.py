@@ -13,6 +13,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from click.testing import CliRunner
 
+from modelbus.up import ingest_config
 from modelbus.cron import scheduler as cron_scheduler
 from modelbus.cron.schedule import ScheduleError, command_event, crontab_days, make_trigger, plan, slot_id
 from modelbus.cron.scheduler import CronScheduler, run_scheduler
@@ -196,14 +197,14 @@ def test_an_outage_never_kills_the_scheduler(app, monkeypatch):
 
 def test_run_scheduler_stops_on_the_stop_event(app):
     stop = threading.Event()
-    thread = threading.Thread(target=run_scheduler, args=(app, stop, [EVERY_SECOND]))
+    thread = threading.Thread(target=run_scheduler, args=(app.publisher, [EVERY_SECOND], stop))
     thread.start()
     wait_for(lambda: len(cron_events(app.store)) >= 1, 30)
     stop.set()
     thread.join(15)
     assert not thread.is_alive()
     # Nothing configured: returns at once instead of idling.
-    run_scheduler(app, threading.Event(), [])
+    run_scheduler(app.publisher, [], threading.Event())
 
 
 # --- two schedulers, one event per slot ----------------------------------------------------
@@ -283,10 +284,10 @@ def test_two_schedulers_in_kafka_mode_make_one_event_per_slot(kafka_bootstrap, t
     from modelbus.commands.kafka import create_topics
 
     settings = kafka_settings(f"sqlite:///{tmp_path / 'kafka.db'}", kafka_bootstrap, topics)
-    create_topics(settings, partitions=1)
+    create_topics(settings.kafka, partitions=1)
     apps = [App(settings), App(settings)]
     stop = threading.Event()
-    ingest = IngestWorker(settings, apps[0].store, apps[0].transport)
+    ingest = IngestWorker(ingest_config(settings), apps[0].store, apps[0].transport)
     thread = threading.Thread(target=ingest.run, args=(stop,), daemon=True)
     thread.start()
     try:

@@ -53,7 +53,7 @@ def broker(tmp_path):
 def seeded(mysql_db: str, broker: Broker, topics, **extra) -> tuple[Settings, int]:
     """Kafka settings on `broker`, its topics, one promoted version of each model; and the log head."""
     settings = kafka_settings(mysql_db, broker.bootstrap, topics, predict_batch=64, **extra)
-    create_topics(settings)
+    create_topics(settings.kafka)
     embedded = App(Settings(database_url=mysql_db))
     seed_models(embedded)
     embedded.close()
@@ -78,11 +78,11 @@ def send(bootstrap: str, topic: str, values: list[bytes], keys: list[bytes] | No
 def test_broker_restarted_empty_during_ingest_every_event_stored_once(mysql_db, broker, topics):
     """1,000 events, the broker restarts empty, 3,000 events and 50 rejects: each stored once, none skipped."""
     settings = kafka_settings(mysql_db, broker.bootstrap, topics)
-    create_topics(settings)
+    create_topics(settings.kafka)
     worker = Worker(settings_env(settings))
     try:
         worker.wait_assigned()
-        old_id = topic_ids(settings, [topics.events])[topics.events]
+        old_id = topic_ids(settings.kafka, [topics.events])[topics.events]
         # A reject before the restart too, so the worker's error_topic producer has a producer id
         # that the restarted broker no longer knows.
         send(broker.bootstrap, topics.events, [training(i) for i in range(1000)] + [b"garbage before"])
@@ -102,7 +102,7 @@ def test_broker_restarted_empty_during_ingest_every_event_stored_once(mysql_db, 
         assert head == 4000 and [r["position"] for r in rows] == list(range(1, 4001))
         payloads = Counter(json.loads(r["payload"])["payload"] for r in rows)
         assert payloads == Counter(json.loads(training(i))["payload"] for i in range(4000))
-        new_id = topic_ids(settings, [topics.events])[topics.events]
+        new_id = topic_ids(settings.kafka, [topics.events])[topics.events]
         assert new_id and new_id != old_id
         # Each event is stored under the incarnation it was read from.
         assert Counter(r["source_topic_id"] for r in rows) == {old_id: 1000, new_id: 3000}

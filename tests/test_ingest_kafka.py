@@ -130,7 +130,7 @@ def seed_messages(rng: random.Random, n: int, garbage: float, duplicates: int = 
 def kafka_env(mysql_db, kafka_bootstrap, topics):
     """Settings, subprocess environment and topics (event topic with PARTITIONS partitions)."""
     settings = kafka_settings(mysql_db, kafka_bootstrap, topics)
-    create_topics(settings, PARTITIONS)
+    create_topics(settings.kafka, PARTITIONS)
     workers: list[Worker] = []
     yield settings, settings_env(settings), workers
     for worker in workers:
@@ -192,7 +192,7 @@ def test_end_to_end_10k_mixed_messages(kafka_env):
     assert worker.stop() == 0, worker.log()
 
     rows, dead, head = stored(settings.database_url)
-    topic_id = topic_ids(settings, [settings.topics.events])[settings.topics.events]
+    topic_id = topic_ids(settings.kafka, [settings.topics.events])[settings.topics.events]
     assert topic_id, "Tansu names each topic incarnation"
     assert len(rows) == len(valid) and len(dead) == len(invalid)
     check_log(rows, head, valid, settings.topics.events, topic_id)
@@ -260,7 +260,7 @@ def test_sigkilled_worker_stores_every_message_exactly_once(kafka_env):
     assert sum(w.redelivered() for w in workers[in_window + 1 :]) > 0, "\n".join(w.log() for w in workers)
 
     rows, dead, head = stored(settings.database_url)
-    topic_id = topic_ids(settings, [settings.topics.events])[settings.topics.events]
+    topic_id = topic_ids(settings.kafka, [settings.topics.events])[settings.topics.events]
     check_log(rows, head, valid, settings.topics.events, topic_id)
     check_dead_letters(dead, invalid, topic_id)
     # The payload multiset too: a message stored twice under two coordinates would show here.
@@ -305,7 +305,7 @@ def test_two_workers_split_the_partitions(kafka_env):
     assert first.stop() == 0 and second.stop() == 0, "\n".join(w.log() for w in workers)
 
     rows, dead, head = stored(settings.database_url)
-    topic_id = topic_ids(settings, [settings.topics.events])[settings.topics.events]
+    topic_id = topic_ids(settings.kafka, [settings.topics.events])[settings.topics.events]
     check_log(rows, head, valid, settings.topics.events, topic_id)
     check_dead_letters(dead, invalid, topic_id)
     for share in shares:
@@ -359,7 +359,7 @@ def test_each_bad_input_class_has_its_reason_and_the_worker_survives(kafka_env):
     assert worker.stop() == 0, worker.log()
 
     rows, dead, _ = stored(settings.database_url)
-    topic_id = topic_ids(settings, [settings.topics.events])[settings.topics.events]
+    topic_id = topic_ids(settings.kafka, [settings.topics.events])[settings.topics.events]
     check_log(rows, len(rows), after, settings.topics.events, topic_id)
     assert len(dead) == len(errors) == rejects
     # The dead letter keeps the whole message, the 1 MB one included.

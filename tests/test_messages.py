@@ -7,11 +7,12 @@ import subprocess
 
 import pytest
 
+from modelbus.commands.kafka import KafkaConfig
 from modelbus.commands.kafka import admin
 from modelbus.messages.types import Command, Training
 from modelbus.messages.parse import parse_event, parse_request
 from modelbus.cron.schedule import plan
-from modelbus.settings import Settings, Topics, load_settings
+from modelbus.settings import Topics, load_settings
 from tests.conftest import ROOT
 
 MESSAGES = ROOT / "messages"
@@ -68,7 +69,7 @@ def test_create_topics_script_against_the_local_broker(kafka_bootstrap, topics):
     again = subprocess.run([script, kafka_bootstrap], env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr
     assert f"{topics.events}: exists" in again.stdout
-    client = admin(Settings(kafka_bootstrap=kafka_bootstrap))
+    client = admin(KafkaConfig(bootstrap=kafka_bootstrap))
     try:
         names = [getattr(topics, f) for f in Topics.model_fields]
         described = {t["name"]: t for t in client.describe_topics(names)}

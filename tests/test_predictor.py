@@ -10,11 +10,10 @@ from types import SimpleNamespace
 import pytest
 from kafka.errors import KafkaTimeoutError
 
-from modelbus.commands.kafka import process_until_done
+from modelbus.commands.kafka import KafkaConfig, Topics, process_until_done
 from modelbus.handlers.serving.cache import ModelCache
-from modelbus.handlers.workers.predictor import PredictionWorker, dump_response
 from modelbus.handlers.serving.reload import apply_update
-from modelbus.settings import Settings, Topics
+from modelbus.handlers.workers.predictor import PredictionWorker, PredictorConfig, dump_response
 from serving_support import FakeRegistry
 
 
@@ -52,15 +51,16 @@ def retried(worker: PredictionWorker, records, stop: threading.Event) -> bool:
 def worker_parts(store):
     registry = FakeRegistry()
     registry.add("slr")
-    settings = Settings(database_url="sqlite://", topics=Topics(prediction_requests="requests",
-                                                                prediction_responses="responses", errors="errors"))
-    return settings, store, ModelCache(registry)
+    topics = Topics(prediction_requests="requests", prediction_responses="responses", errors="errors")
+    # The batch step never reaches the broker: process() publishes through the test's transport.
+    config = PredictorConfig(kafka=KafkaConfig(bootstrap="unused:9092", topics=topics))
+    return config, store, ModelCache(registry)
 
 
 def test_answers_are_keyed_like_requests_and_bad_ones_are_dead_lettered(worker_parts):
-    settings, store, cache = worker_parts
+    config, store, cache = worker_parts
     transport = RecordingTransport()
-    worker = PredictionWorker(settings, store, cache, transport)
+    worker = PredictionWorker(config, store, cache, transport)
     records = [
         record(0, b'{"model":"slr","payload":"1,2,3","id":"a"}', b"ka"),
         record(1, b"not json", b"kb"),
@@ -81,9 +81,9 @@ def test_answers_are_keyed_like_requests_and_bad_ones_are_dead_lettered(worker_p
 
 
 def test_an_unacknowledged_batch_is_answered_again_and_dead_lettered_once(worker_parts):
-    settings, store, cache = worker_parts
+    config, store, cache = worker_parts
     transport = RecordingTransport(failures=1)
-    worker = PredictionWorker(settings, store, cache, transport)
+    worker = PredictionWorker(config, store, cache, transport)
     records = [record(7, b'{"model":"slr","payload":"1,2,3","id":"a"}', b"k"), record(8, b"[]", b"k2")]
     with pytest.raises(KafkaTimeoutError):
         worker.process(records)
@@ -95,8 +95,8 @@ def test_an_unacknowledged_batch_is_answered_again_and_dead_lettered_once(worker
 
 
 def test_a_stopping_worker_gives_up_the_retry_without_answering(worker_parts):
-    settings, store, cache = worker_parts
-    worker = PredictionWorker(settings, store, cache, RecordingTransport(failures=100))
+    config, store, cache = worker_parts
+    worker = PredictionWorker(config, store, cache, RecordingTransport(failures=100))
     stop = threading.Event()
     stop.set()
     assert retried(worker, [record(1, b"{}", None)], stop) is False

@@ -33,7 +33,7 @@ N_REQUESTS = 5000
 def env(mysql_db, kafka_bootstrap, topics):
     """Kafka settings on a store holding darcey and one promoted version of each model."""
     settings = kafka_settings(mysql_db, kafka_bootstrap, topics, predict_batch=256, predict_wait_ms=10)
-    create_topics(settings, 3)
+    create_topics(settings.kafka, 3)
     embedded = App(Settings(database_url=mysql_db))
     seed_models(embedded)
     embedded.close()

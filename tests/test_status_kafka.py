@@ -11,7 +11,7 @@ from modelbus.status import consumer_lag
 
 def test_consumer_lag_is_end_minus_committed_per_partition(kafka_bootstrap, topics, tmp_path):
     settings = kafka_settings(f"sqlite:///{tmp_path / 'status.db'}", kafka_bootstrap, topics)
-    create_topics(settings, 3, [topics.events, topics.prediction_requests])
+    create_topics(settings.kafka, 3, [topics.events, topics.prediction_requests])
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
     for i in range(30):
         producer.send(topics.events, b"x", partition=i % 3)

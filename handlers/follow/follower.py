@@ -20,13 +20,14 @@ from typing import Any, Callable, Iterator, Sequence
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from modelbus.backoff import backoff
 from modelbus.builders.base import Cancelled
 from modelbus.db import failures, positions
 from modelbus.db.engine import reachable
 from modelbus.db.events import EventRow, EventStore
 from modelbus.db.positions import LostLease
-from modelbus.handlers.log.base import Handler
 from modelbus.handlers.follow.isolate import run_isolating
+from modelbus.handlers.log.base import Handler
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +187,7 @@ class Follower:
                 except Exception as exc:
                     self.failures += 1
                     self.last_error = f"{type(exc).__name__}: {exc}"
-                    delay = min(30.0, 0.5 * 2 ** min(self.failures, 6))
+                    delay = backoff(self.failures)
                     log.exception("handler %s failed (attempt %d); retrying in %.1fs", self.handler.name, self.failures, delay)
                     stop.wait(delay)
                     continue

@@ -7,8 +7,8 @@ from tqdm import tqdm
 
 from modelbus.db import failures, positions
 from modelbus.db.events import EventStore
-from modelbus.handlers.log.base import Handler
 from modelbus.handlers.follow.follower import Follower, owner_id
+from modelbus.handlers.log.base import Handler
 
 
 def _claim(store: EventStore, name: str, owner: str, wait_seconds: float) -> None:

@@ -23,15 +23,15 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from modelbus.builders.base import BuildError, BuildResult, Cancelled, check_stop, get_builder
-from modelbus.messages.types import BUILD_COMMANDS, Command
-from modelbus.messages.errors import Rejected
-from modelbus.messages.jsonutil import canonical_json
-from modelbus.messages.parse import parse_event_obj
 from modelbus.db import registry
 from modelbus.db.events import DUPLICATE, EventRow, Incoming, Schemas, Source, append_batch, utcnow
 from modelbus.db.lineage import Lineage, load_training
 from modelbus.db.registry import ModelUpdate, ModelVersion
 from modelbus.handlers.log.base import Handler
+from modelbus.messages.errors import Rejected
+from modelbus.messages.jsonutil import canonical_json
+from modelbus.messages.parse import parse_event_obj
+from modelbus.messages.types import BUILD_COMMANDS, Command
 
 log = logging.getLogger(__name__)
 

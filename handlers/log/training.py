@@ -6,11 +6,11 @@ from typing import Any, Sequence
 
 from sqlalchemy import Connection, delete, insert
 
-from modelbus.messages.types import Training
-from modelbus.messages.parse import parse_event_obj
 from modelbus.db.events import EventRow
 from modelbus.db.schema import training_records
 from modelbus.handlers.log.base import Handler
+from modelbus.messages.parse import parse_event_obj
+from modelbus.messages.types import Training
 
 
 def training_of(row: EventRow) -> Training:

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+
 from modelbus.handlers.serving.cache import Loaded, ModelCache
 from modelbus.messages.errors import Rejected
 from modelbus.messages.parse import (

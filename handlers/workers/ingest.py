@@ -5,8 +5,10 @@ import base64
 import logging
 import threading
 from collections import Counter
+from dataclasses import dataclass
 from typing import Sequence
 
+from modelbus.commands.kafka import KafkaConfig
 from modelbus.commands.report import rejected, store_and_report
 from modelbus.commands.transport import Transport
 from modelbus.db.engine import reachable
@@ -14,8 +16,6 @@ from modelbus.db.events import DUPLICATE, EventStore, Incoming, Outcome, Source
 from modelbus.handlers.follow.isolate import run_isolating
 from modelbus.messages.errors import Rejected
 from modelbus.messages.parse import parse_event
-
-from modelbus.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +43,21 @@ def is_outage(exc: Exception, engine) -> bool:
     return not reachable(engine)
 
 
+@dataclass(frozen=True)
+class IngestConfig:
+    """What ingest needs: the broker, its group, how many messages a transaction stores, the size limit."""
+
+    kafka: KafkaConfig
+    group: str = "modelbus-ingest"
+    batch: int = 2000
+    max_message_bytes: int = 64 * 1024
+
+
 class IngestWorker:
     """Consumes event_topic in a consumer group and persists every message exactly once."""
 
-    def __init__(self, settings: Settings, store: EventStore, transport: Transport):
-        self.settings = settings
+    def __init__(self, config: IngestConfig, store: EventStore, transport: Transport):
+        self.config = config
         self.store = store
         self.transport = transport
         self.counts: Counter[str] = Counter()
@@ -66,7 +76,7 @@ class IngestWorker:
             incoming(
                 r.value if r.value is not None else b"",
                 Source("kafka", r.topic, self.topic_ids.get(r.topic, ""), r.partition, r.offset),
-                self.settings.max_message_bytes,
+                self.config.max_message_bytes,
             )
             for r in records
         ]
@@ -81,7 +91,7 @@ class IngestWorker:
 
     def _store(self, pairs: Sequence[tuple[Incoming, bytes | None]]) -> list[Outcome]:
         items, keys = [p[0] for p in pairs], [p[1] for p in pairs]
-        return store_and_report(self.store, self.transport, self.settings.topics.errors, items, keys)
+        return store_and_report(self.store, self.transport, self.config.kafka.topics.errors, items, keys)
 
     def _unstorable(self, pair: tuple[Incoming, bytes | None], exc: Exception) -> list[Outcome]:
         """The message alone fails to store: keep it as a dead letter with the store's reason."""
@@ -104,11 +114,11 @@ class IngestWorker:
         """Poll, store, report, commit; until `stop` is set. Never dies on a message."""
         from modelbus.commands.kafka import TopicWatch, make_consumer, run_group
 
-        watch = TopicWatch(self.settings, [self.settings.topics.events], "ingest", log)
+        watch = TopicWatch(self.config.kafka, [self.config.kafka.topics.events], "ingest", log)
         self.topic_ids = watch.ids
-        consumer = make_consumer(self.settings, self.settings.ingest_group)
+        consumer = make_consumer(self.config.kafka, self.config.group)
         run_group(
-            consumer, [self.settings.topics.events], stop,
-            poll=lambda c: c.poll(timeout_ms=500, max_records=self.settings.ingest_batch),
+            consumer, [self.config.kafka.topics.events], stop,
+            poll=lambda c: c.poll(timeout_ms=500, max_records=self.config.batch),
             process=self.process, log=log, name="ingest", doing="storing", ready=self.ready, watch=watch,
         )

@@ -11,8 +11,10 @@ import logging
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+from modelbus.commands.kafka import KafkaConfig
 from modelbus.commands.report import rejected, store_and_report
 from modelbus.commands.transport import Transport
 from modelbus.db.events import EventStore, Source
@@ -27,8 +29,6 @@ from modelbus.handlers.serving.predict import (
 from modelbus.handlers.workers.ingest import is_outage
 from modelbus.messages.errors import Rejected
 from modelbus.messages.jsonutil import json_safe
-
-from modelbus.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +45,23 @@ def dump_response(answer: Mapping[str, Any]) -> bytes:
         return json.dumps(json_safe(dict(answer)), separators=(",", ":"), allow_nan=False).encode()
 
 
+@dataclass(frozen=True)
+class PredictorConfig:
+    """What the predictor needs: the broker, its group, the micro-batch size and wait, the size limit."""
+
+    kafka: KafkaConfig
+    group: str = "modelbus-predictor"
+    batch: int = 256
+    wait_ms: int = 10
+    max_message_bytes: int = 64 * 1024
+
+
 class PredictionWorker:
     """Consumes prediction requests in a consumer group and answers every one, good or bad."""
 
-    def __init__(self, settings: Settings, store: EventStore, cache: ModelCache, transport: Transport,
+    def __init__(self, config: PredictorConfig, store: EventStore, cache: ModelCache, transport: Transport,
                  labels: Mapping[str, Mapping[str, str]] | None = None):
-        self.settings = settings
+        self.config = config
         self.store = store
         self.cache = cache
         self.transport = transport
@@ -86,13 +97,13 @@ class PredictionWorker:
     def _publish_answers(self, records: Sequence, answers: Sequence[dict[str, Any]]) -> None:
         fresh = [(r, a) for r, a in zip(records, answers) if (r.topic, r.partition, r.offset) not in self._answered]
         for record, answer in fresh:
-            self.transport.publish(self.settings.topics.prediction_responses, dump_response(answer), key=record.key)
+            self.transport.publish(self.config.kafka.topics.prediction_responses, dump_response(answer), key=record.key)
         self.transport.flush()
         self._answered.update((r.topic, r.partition, r.offset) for r, _ in fresh)
 
     def _answer(self, records: Sequence) -> list[dict[str, Any]]:
         raws = [r.value if r.value is not None else b"" for r in records]
-        items = [parse_item(raw, self.settings.max_message_bytes) for raw in raws]
+        items = [parse_item(raw, self.config.max_message_bytes) for raw in raws]
         answers = predict_batch(self.cache, items, labels=self.labels)
         if any(a.get("error", {}).get("code") == REGISTRY_UNAVAILABLE for a in answers):
             # Not the requests' fault: leave the batch uncommitted and retry until the database is back.
@@ -111,7 +122,7 @@ class PredictionWorker:
         if rejects:
             # The dead-letter rows are unique per request coordinate, so a re-delivered
             # batch does not store them twice; error_topic gets them again (at least once).
-            store_and_report(self.store, self.transport, self.settings.topics.errors, rejects, reject_keys)
+            store_and_report(self.store, self.transport, self.config.kafka.topics.errors, rejects, reject_keys)
         return answers
 
     def _unanswerable(self, record, exc: Exception) -> list[dict[str, Any]]:
@@ -121,23 +132,23 @@ class PredictionWorker:
         error = Rejected("internal", f"the request could not be answered: {type(exc).__name__}: {detail}")
         log.warning("predictor: %s at %s", error.message, self._source(record).describe())
         try:
-            request_id = parse_item(raw, self.settings.max_message_bytes).id
+            request_id = parse_item(raw, self.config.max_message_bytes).id
         except Exception:
             request_id = None
         answer = error_response(request_id, error)
         self._publish_answers([record], [answer])
-        store_and_report(self.store, self.transport, self.settings.topics.errors,
+        store_and_report(self.store, self.transport, self.config.kafka.topics.errors,
                          [rejected(raw, self._source(record), error)], [record.key])
         return [answer]
 
     def _poll_batch(self, consumer) -> dict:
         """Up to predict_batch records: what is there now, then more until predict_wait_ms passes."""
-        limit = self.settings.predict_batch
+        limit = self.config.batch
         polled = consumer.poll(timeout_ms=500, max_records=limit)
         if not polled:
             return {}
         count = sum(len(v) for v in polled.values())
-        deadline = time.monotonic() + self.settings.predict_wait_ms / 1000
+        deadline = time.monotonic() + self.config.wait_ms / 1000
         while count < limit:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -157,24 +168,24 @@ class PredictionWorker:
             run_group,
         )
 
-        watch = TopicWatch(self.settings, [self.settings.topics.prediction_requests], "predictor", log)
+        watch = TopicWatch(self.config.kafka, [self.config.kafka.topics.prediction_requests], "predictor", log)
         self.topic_ids = watch.ids
         # Request/response wants short fetches; Tansu holds a fetch for the whole wait even
         # when data arrives, so the fetch wait is the micro-batch wait (at least 5 ms:
         # shorter overloads the broker).
         consumer = make_consumer(
-            self.settings,
-            self.settings.predictor_group,
-            fetch_max_wait_ms=max(5, self.settings.predict_wait_ms),
-            max_poll_records=self.settings.predict_batch,
+            self.config.kafka,
+            self.config.group,
+            fetch_max_wait_ms=max(5, self.config.wait_ms),
+            max_poll_records=self.config.batch,
         )
         # A producer of its own: offsets are committed after *these* answers are acknowledged,
         # and a transport shared with other threads (modelbus up) may have its flush check
         # another thread's sends and miss ours.
-        shared, self.transport = self.transport, kafka_transport(self.settings)
+        shared, self.transport = self.transport, kafka_transport(self.config.kafka)
         try:
             run_group(
-                consumer, [self.settings.topics.prediction_requests], stop,
+                consumer, [self.config.kafka.topics.prediction_requests], stop,
                 poll=self._poll_batch, process=self.process, log=log, name="predictor", doing="answering",
                 ready=self.ready, watch=watch,
             )

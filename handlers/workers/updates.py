@@ -5,11 +5,11 @@ import logging
 import threading
 from typing import Callable
 
+from modelbus.backoff import backoff
+from modelbus.commands.kafka import KafkaConfig
 from modelbus.commands.transport import Transport
 from modelbus.handlers.serving.cache import ModelCache
 from modelbus.handlers.serving.reload import apply_update, poll_aliases
-
-from modelbus.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -17,51 +17,50 @@ log = logging.getLogger(__name__)
 class UpdateListener:
     """Reads model_update_topic from its end, in this process only, and reloads the cache."""
 
-    def __init__(self, settings: Settings, cache: ModelCache):
-        self.settings = settings
+    def __init__(self, kafka: KafkaConfig, cache: ModelCache):
+        self.kafka = kafka
         self.cache = cache
         self.ready = threading.Event()
         self.applied = 0
 
     def run(self, stop: threading.Event) -> None:
-        """Follow the topic until `stop` is set."""
-        from kafka.structs import TopicPartition
-        from modelbus.commands.kafka import create_topics, make_consumer
+        """Follow the topic until `stop` is set; a broker outage is waited out (the alias poll covers it)."""
+        from modelbus.commands.kafka import consumer_at_end
 
-        topic = self.settings.topics.model_updates
-        # Every process must see every notice, so no consumer group: a group of one with a
-        # unique id would do the same, but its first join costs seconds on Tansu.
-        consumer = make_consumer(self.settings, None)
-        try:
-            partitions = None
-            while partitions is None and not stop.is_set():
-                partitions = consumer.partitions_for_topic(topic)
-                if partitions is None:
-                    create_topics(self.settings, topics=[topic])
-                    stop.wait(0.2)
-            if stop.is_set():
-                return
-            assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
-            consumer.assign(assigned)
-            consumer.seek_to_end(*assigned)
-            for tp in assigned:
-                consumer.position(tp)  # resolve "end" now, so a notice sent after ready is seen
+        failures = 0
+        while not stop.is_set():
+            # Every process must see every notice, so no consumer group: a group of one with a
+            # unique id would do the same, but its first join costs seconds on Tansu.
+            try:
+                consumer = consumer_at_end(self.kafka, self.kafka.topics.model_updates)
+            except Exception as exc:
+                failures += 1
+                log.warning("model updates: cannot read %s (%s); retrying in %.0fs", self.kafka.topics.model_updates,
+                            exc, backoff(failures))
+                stop.wait(backoff(failures))
+                continue
+            failures = 0
             self.ready.set()
-            while not stop.is_set():
-                for records in consumer.poll(timeout_ms=500).values():
-                    for record in records:
-                        if apply_update(self.cache, record.value):
-                            self.applied += 1
-        finally:
-            consumer.close(autocommit=False)
+            try:
+                while not stop.is_set():
+                    for records in consumer.poll(timeout_ms=500).values():
+                        for record in records:
+                            if apply_update(self.cache, record.value):
+                                self.applied += 1
+            except Exception as exc:
+                log.warning("model updates: reading %s failed (%s); starting again", self.kafka.topics.model_updates,
+                            exc)
+            finally:
+                consumer.close(autocommit=False)
 
 
-def reload_targets(settings: Settings, transport: Transport, cache: ModelCache) -> list[tuple[str, Callable[[threading.Event], None]]]:
+def reload_targets(kafka: KafkaConfig | None, transport: Transport, cache: ModelCache,
+                   model_updates: str = "model_update_topic") -> list[tuple[str, Callable[[threading.Event], None]]]:
     """The threads that keep a serving process's cache current: notices plus the polling fallback."""
     targets: list[tuple[str, Callable[[threading.Event], None]]] = [("alias-poll", poll_aliases(cache))]
-    if settings.kafka_mode:
-        targets.append(("model-updates", UpdateListener(settings, cache).run))
+    if kafka is not None:
+        targets.append(("model-updates", UpdateListener(kafka, cache).run))
     elif hasattr(transport, "subscribe"):
         # Embedded: the build handler's notice reaches this process synchronously.
-        transport.subscribe(settings.topics.model_updates, lambda value, key: apply_update(cache, value))
+        transport.subscribe(model_updates, lambda value, key: apply_update(cache, value))
     return targets

@@ -31,7 +31,7 @@ def broker(ctx: click.Context, host: str, port: int, partitions: int | None) -> 
     # SIGTERM must also stop the child broker, not orphan it: exit through `finally`.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        created = create_topics(settings, partitions)
+        created = create_topics(settings.kafka, partitions)
         click.echo(f"broker ready at {host}:{port} (memory only: a restart loses every topic and offset)")
         click.echo(f"created topics: {', '.join(created) or 'none'}")
         click.echo(f"use it with: export MODELBUS_KAFKA_BOOTSTRAP={host}:{port}")
@@ -58,6 +58,6 @@ def topics_create(ctx: click.Context, partitions: int | None) -> None:
     settings = ctx.obj["settings"]
     if not settings.kafka_mode:
         raise click.ClickException("no Kafka bootstrap configured (set MODELBUS_KAFKA_BOOTSTRAP)")
-    created = create_topics(settings, partitions)
-    for name in all_topics(settings):
+    created = create_topics(settings.kafka, partitions)
+    for name in all_topics(settings.kafka):
         click.echo(f"{name}: {'created' if name in created else 'exists'}")

@@ -59,7 +59,7 @@ def build(ctx: click.Context, kind: str, dataset: str, params_text: str | None, 
             raise click.BadParameter(f"{exc.code}: {exc.message}", param_hint="--params") from None
     app = open_app(ctx)
     kafka = app.settings.kafka_mode
-    listener = build_wait.OutcomeListener(app.settings) if wait and kafka else None
+    listener = build_wait.OutcomeListener(app.settings.kafka) if wait and kafka else None
     try:
         if listener is not None:
             listener.start()  # before posting, so the outcome cannot pass unseen

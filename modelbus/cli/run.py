@@ -28,7 +28,7 @@ def worker(ctx: click.Context, ingest: bool, run_handlers: bool) -> None:
     if ingest and app.settings.kafka_mode:
         from modelbus.commands.kafka import create_topics
 
-        create_topics(app.settings)
+        create_topics(app.settings.kafka)
         start_ingest(app, services)
     if run_handlers:
         start_handlers(app, services)
@@ -143,7 +143,7 @@ def predictor(ctx: click.Context) -> None:
             "the predictor consumes prediction_request_topic: set MODELBUS_KAFKA_BOOTSTRAP "
             "(in the embedded default the API answers predictions)"
         )
-    create_topics(app.settings)
+    create_topics(app.settings.kafka)
     services = Services()
     services.install_signal_handlers()
     start_predictor(app, services)
@@ -194,6 +194,6 @@ def scheduler(ctx: click.Context, check: bool, show_next: int) -> None:
     app = open_app(ctx)
     services = Services()
     services.install_signal_handlers()
-    services.start("scheduler", lambda stop: run_scheduler(app, stop))
+    services.start("scheduler", lambda stop: run_scheduler(app.publisher, app.settings.schedule, stop))
     if not services.wait():
         sys.exit(1)
