@@ -50,7 +50,7 @@ class FakeVersion:
 
 
 class FakeRegistry:
-    """An in-memory registry with the reads of handlers.predict.Registry (pure cache tests only)."""
+    """An in-memory registry with the reads of handlers.serving.registry.Registry (pure cache tests only)."""
 
     def __init__(self) -> None:
         self.versions: dict[tuple[str, str, int], FakeVersion] = {}
@@ -99,7 +99,7 @@ class FakeRegistry:
         return replace(mv, artifact=None)
 
 
-# -- real builds through the log and the build handler (db.registry, handlers.build) ----------
+# -- real builds through the log and the build handler (db.registry, handlers.log.build) ----------
 
 
 def darcey_events(dataset: str = "default") -> list[dict]:

@@ -166,7 +166,7 @@ def test_post_predict_pins_version_and_dataset(client):
 
 
 # The ingest tests' malformed inputs, sent as predictions: each gets its own precise error,
-# the same one the Kafka path gives (handlers.predict.parse_item + predict_batch).
+# the same one the Kafka path gives (handlers.serving.predict: parse_item + predict_batch).
 MALFORMED = [
     (b"\xff\xfe{}", 400, "not_utf8"),
     (b"{not json", 400, "not_json"),

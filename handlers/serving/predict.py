@@ -56,7 +56,7 @@ def _salvage_id(obj: Any) -> str | None:
 
 
 def parse_item_obj(obj: Any, raw: bytes | None = None) -> Item:
-    """Validate one decoded request (commands.parse, the one validation path)."""
+    """Validate one decoded request (messages.parse, the one validation path)."""
     try:
         request = parse_request_obj(obj)
     except Rejected as exc:

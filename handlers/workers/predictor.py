@@ -2,7 +2,7 @@
 
 Mirrors the ingest worker: a consumer group shares the partitions, a batch's answers (and
 the dead letters of its bad requests) are acknowledged before its offsets are committed.
-Kafka is imported inside the run methods only; the logic is handlers.predict.
+Kafka is reached through modelbus.commands.kafka only; the serving logic is handlers.serving.
 """
 from __future__ import annotations
 
