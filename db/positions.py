@@ -5,8 +5,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Engine, insert, or_, select, update
-from sqlalchemy.exc import IntegrityError
 
+from modelbus.db.errors import ConstraintViolation
 from modelbus.db.events import utcnow
 from modelbus.db.schema import handler_positions
 
@@ -36,7 +36,7 @@ def ensure(engine: Engine, name: str) -> None:
     try:
         with engine.begin() as conn:
             conn.execute(insert(handler_positions).values(name=name, position=0, updated_at=utcnow()))
-    except IntegrityError:
+    except ConstraintViolation:
         pass  # another process created it first
 
 
@@ -102,3 +102,4 @@ def states(engine: Engine) -> list[HandlerState]:
     with engine.connect() as conn:
         rows = conn.execute(select(handler_positions).order_by(handler_positions.c.name))
         return [HandlerState(**row._mapping) for row in rows]
+

@@ -336,3 +336,4 @@ def reset(conn: Connection) -> None:
     """Empty the registry and the seed tables (for a replay of the build handler)."""
     for table in (aliases_table, promotions, builds_table, model_versions, training_log, linear_model):
         conn.execute(delete(table))
+
