@@ -1,6 +1,6 @@
 """What differs between the backends, SQLite (the embedded default) and MySQL/MariaDB (PyMySQL),
-in one place: how an engine is set up and a transaction starts, how the log head is locked,
-the bulk insert, the migration lock, and what each driver error means (db.errors).
+in one place: column types, how an engine is set up and a transaction starts, how the log head
+is locked, the bulk insert, the migration lock, and what each driver error means (db.errors).
 
 Everything else in db/ is written once for both.
 """
@@ -11,7 +11,9 @@ import time
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from sqlalchemy import Connection, Engine, Table, create_engine, event, text, update
+from sqlalchemy import (BigInteger, Connection, DateTime, Engine, Float, Integer, LargeBinary, Table, Text,
+                        create_engine, event, text, update)
+from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import URL
 
 from modelbus.db.errors import Conflict, ConstraintViolation, LostConnection, Outage, Refused, StorageError
@@ -33,6 +35,21 @@ SQLITE_OUTAGE = ("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_CANTOPEN")
 SQLITE_REFUSED = ("SQLITE_TOOBIG", "SQLITE_MISMATCH", "SQLITE_RANGE")
 
 _MIGRATION_LOCK = "modelbus_migrate"
+
+
+# --- column types (db.schema; the migrations keep copies of their own) ----------------------
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY.
+AutoId = BigInteger().with_variant(Integer(), "sqlite")
+# MySQL's TEXT and BLOB stop at 64 KiB; a message may be larger.
+LongText = Text().with_variant(mysql.MEDIUMTEXT(), *MYSQL)
+LongBlob = LargeBinary().with_variant(mysql.LONGBLOB(), *MYSQL)
+# Microseconds, so the receive order of a batch is visible.
+Timestamp = DateTime().with_variant(mysql.DATETIME(fsp=6), *MYSQL)
+# asdecimal=False: MySQL DOUBLE otherwise comes back as a Decimal rounded to 10 places.
+Double = Float(precision=53).with_variant(mysql.DOUBLE(asdecimal=False), *MYSQL)
+# Every MySQL table: transactional, and case- and accent-exact text (event ids, dataset names).
+MYSQL_TABLE = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
 
 
 def is_mysql(bind: Engine | Connection) -> bool:
