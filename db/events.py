@@ -10,7 +10,8 @@ from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Iterable, Iterator, Mapping, Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Iterable, Iterator, Mapping, Sequence
 
 from sqlalchemy import Connection, Engine, func, insert, select, update
 
@@ -22,6 +23,11 @@ from modelbus.db.dialect import insert_many, lock_log_head
 from modelbus.db.engine import reachable
 from modelbus.db.errors import Conflict, ConstraintViolation, LostConnection
 from modelbus.db.schema import dead_letters, datasets, events, log_head
+
+if TYPE_CHECKING:
+    from modelbus.db.failures import SqlFailures
+    from modelbus.db.positions import SqlPositions
+    from modelbus.db.registry import SqlRegistry
 
 log = logging.getLogger(__name__)
 
@@ -276,7 +282,11 @@ class _Appends:
 
 
 class EventStore:
-    """The log in a database, shared by every entry point and follower in a process."""
+    """The log in a database, shared by every entry point and follower in a process.
+
+    The SQL implementation of db.contracts.Store: the event log, with the handler positions,
+    handler failures and registry of the same database, and the transactions they share.
+    """
 
     def __init__(self, engine: Engine, schemas: Schemas | None = None):
         self.engine = engine
@@ -288,6 +298,28 @@ class EventStore:
         other = EventStore(engine, self.schemas)
         other._appends = self._appends
         return other
+
+    # The parts kept beside the log are imported when first used: their modules import this one.
+    @cached_property
+    def positions(self) -> SqlPositions:
+        """The handler positions and leases kept in this database."""
+        from modelbus.db.positions import SqlPositions
+
+        return SqlPositions(self.engine)
+
+    @cached_property
+    def failures(self) -> SqlFailures:
+        """The handler failures kept in this database."""
+        from modelbus.db.failures import SqlFailures
+
+        return SqlFailures(self.engine)
+
+    @cached_property
+    def registry(self) -> SqlRegistry:
+        """The model registry kept in this database."""
+        from modelbus.db.registry import SqlRegistry
+
+        return SqlRegistry(self.engine)
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:

@@ -77,3 +77,25 @@ def recent(engine: Engine, limit: int = 5, handler: str | None = None) -> list[d
     with engine.connect() as conn:
         return [dict(row._mapping) for row in conn.execute(query)]
 
+
+class SqlFailures:
+    """The handler failures of one database (db.contracts.HandlerFailures): this module bound to an engine."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def record(self, tx: Connection, handler: str, event: EventRow, failure: Failure) -> None:
+        """Store one failure inside `tx`, the transaction that moves the handler past the event."""
+        record(tx, handler, event, failure)
+
+    def reset(self, tx: Connection, handler: str) -> None:
+        """Forget a handler's failures inside `tx`."""
+        reset(tx, handler)
+
+    def count(self) -> int:
+        """How many failures are recorded, for every handler."""
+        return count(self.engine)
+
+    def recent(self, limit: int = 5, handler: str | None = None) -> list[dict]:
+        """The latest failures, newest log position first."""
+        return recent(self.engine, limit, handler)
