@@ -9,6 +9,7 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from modelbus.db.breaker import DatabaseUnavailable
+from modelbus.db.errors import StorageError
 from modelbus.messages.jsonutil import json_safe
 
 log = logging.getLogger(__name__)
@@ -79,13 +80,10 @@ def answer_response(answer: dict[str, Any]) -> Response:
 
 def is_outage(exc: Exception) -> bool:
     """An error of the database or the broker (the caller may retry), not a bug of ours."""
-    from sqlalchemy.exc import DBAPIError
-    from sqlalchemy.exc import TimeoutError as PoolTimeout
-
-    # kafka-python's errors are matched by module so the API never imports Kafka.
-    # ConnectionError includes db.breaker.DatabaseUnavailable; PoolTimeout is a wait for a
-    # pooled connection while the others are busy.
-    return (isinstance(exc, (DBAPIError, PoolTimeout, TimeoutError, ConnectionError))
+    # Every failure of a database call is a db.errors.StorageError (an open breaker's refusal
+    # and a wait for a pooled connection included). kafka-python's errors are matched by
+    # module so the API never imports Kafka.
+    return (isinstance(exc, (StorageError, TimeoutError, ConnectionError))
             or type(exc).__module__.startswith("kafka"))
 
 

@@ -16,18 +16,17 @@ import weakref
 from typing import Any, Callable
 
 from sqlalchemy import Engine, event
-from sqlalchemy.pool import QueuePool
+
+from modelbus.db.dialect import no_answer
+from modelbus.db.errors import Outage
 
 log = logging.getLogger(__name__)
 
 # How often the probe tries the database while the breaker is open.
 PROBE_SECONDS = 1.0
-# PyMySQL client errors that mean the server did not answer: cannot connect, gone away,
-# lost connection (a read or write timeout is reported as a lost connection).
-OUTAGE_CODES = frozenset({2003, 2006, 2013})
 
 
-class DatabaseUnavailable(ConnectionError):
+class DatabaseUnavailable(Outage, ConnectionError):
     """Refused without trying: the database did not answer recently and no probe has reached it since."""
 
 
@@ -97,25 +96,6 @@ def _probe_until_closed(ref: weakref.ref[Breaker]) -> None:
         time.sleep(wait)
 
 
-def guarded_pool(guard: Breaker) -> type[QueuePool]:
-    """A QueuePool class that refuses a checkout while `guard` is open.
-
-    The check comes before the pool's wait and its pre-ping, each of which would otherwise
-    hold the caller for a full timeout on a database that does not answer.
-    """
-
-    class GuardedQueuePool(QueuePool):
-        # Log as SQLAlchemy's own pools do (quiet unless asked), not as a "db.breaker" logger.
-        _sqla_logger_namespace = "sqlalchemy.pool.impl.GuardedQueuePool"
-        breaker = guard
-
-        def connect(self) -> Any:
-            guard.check()
-            return super().connect()
-
-    return GuardedQueuePool
-
-
 def _timed_out(exc: BaseException | None) -> bool:
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
@@ -126,19 +106,13 @@ def _timed_out(exc: BaseException | None) -> bool:
     return False
 
 
-def is_outage(exc: BaseException) -> bool:
-    """True for a driver error saying the server did not answer (not an error in the statement)."""
-    args = getattr(exc, "args", ())
-    return bool(args) and isinstance(args[0], int) and args[0] in OUTAGE_CODES
-
-
 def watch(engine: Engine, breaker: Breaker) -> None:
     """Trip `breaker` on the engine's outage errors; refuse new connections while it is open."""
 
     @event.listens_for(engine, "handle_error")
     def _on_error(context: Any) -> None:
         error = context.original_exception
-        if not is_outage(error):
+        if not no_answer(error):
             return
         # A pre-ping that finds a connection closed (the server restarted, an idle timeout)
         # is routine: the pool reconnects. One that times out means the server is silent.

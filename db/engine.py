@@ -1,16 +1,21 @@
-"""Engines for SQLite (the embedded default) and MySQL/MariaDB through PyMySQL."""
+"""Engines for SQLite (the embedded default) and MySQL/MariaDB through PyMySQL.
+
+Every engine made here raises db.errors' exceptions, never the driver's (db.dialect maps them).
+"""
 from __future__ import annotations
 
-import sqlite3
-import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.pool import NullPool
+from sqlalchemy.exc import TimeoutError as PoolWaitTimeout
+from sqlalchemy.pool import NullPool, QueuePool
 
-from modelbus.db.breaker import Breaker, guarded_pool, watch
+from modelbus.db import dialect
+from modelbus.db.breaker import Breaker, watch
+from modelbus.db.dialect import SQLITE_BEGIN, is_sqlite  # noqa: F401  (the names callers import from here)
+from modelbus.db.errors import Outage
 
 
 @dataclass(frozen=True)
@@ -24,13 +29,32 @@ class DbTimeouts:
     pool: float
 
 
-# The execution option naming the statement that opens a SQLite transaction.
-SQLITE_BEGIN = "sqlite_begin"
+def store_pool(guard: Breaker | None = None) -> type[QueuePool]:
+    """A QueuePool class whose checkouts raise db.errors: Outage when no connection comes free in
+    time, DatabaseUnavailable at once while `guard` (a circuit breaker) is open.
 
+    The breaker's check comes before the pool's wait and its pre-ping, each of which would
+    otherwise hold the caller for a full timeout on a database that does not answer.
+    """
 
-def is_sqlite(engine: Engine) -> bool:
-    """True for the embedded SQLite store."""
-    return engine.dialect.name == "sqlite"
+    class StorePool(QueuePool):
+        # Log as SQLAlchemy's own pools do (quiet unless asked), not as a "db.engine" logger.
+        _sqla_logger_namespace = "sqlalchemy.pool.impl.StorePool"
+        breaker = guard
+
+        def connect(self) -> Any:
+            if guard is not None:
+                guard.check()
+            try:
+                return super().connect()
+            except PoolWaitTimeout as exc:
+                raise Outage(f"no pooled connection came free within {self.timeout():g}s",
+                             error="TimeoutError") from exc
+            except self._dialect.loaded_dbapi.Error as exc:
+                # A pre-ping failing other than by a disconnect reaches here unmapped.
+                raise dialect.storage_error(exc, self._dialect.loaded_dbapi) from exc
+
+    return StorePool
 
 
 def make_engine(url: str, timeouts: DbTimeouts | None = None, *, breaker: bool = False,
@@ -43,44 +67,13 @@ def make_engine(url: str, timeouts: DbTimeouts | None = None, *, breaker: bool =
     timeout: it has no server that could stop answering.
     """
     parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        engine = create_engine(
-            parsed,
-            # Autocommit at the driver so SQLAlchemy's "begin" below is the only BEGIN:
-            # pysqlite's own transaction handling defers BEGIN and breaks SAVEPOINTs.
-            connect_args={"isolation_level": None, "timeout": 30, "check_same_thread": False},
-            **kwargs,
-        )
-
-        @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn, _record):
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA busy_timeout=30000")
-            # WAL lets followers and the API read while an append is being written. Turning it
-            # on needs the file to itself and SQLite does not wait for that (no busy handler):
-            # a process starting beside another on a new file retries until the other is done.
-            for attempt in range(200):
-                try:
-                    cur.execute("PRAGMA journal_mode=WAL")
-                    break
-                except sqlite3.OperationalError as exc:
-                    if "locked" not in str(exc) or attempt == 199:
-                        raise
-                    time.sleep(0.05)
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.close()
-
-        @event.listens_for(engine, "begin")
-        def _begin(conn):
-            # A connection may ask for the write lock up front (execution option sqlite_begin =
-            # "BEGIN IMMEDIATE"): migrations do, so two processes starting on a new file do not
-            # both read "no schema yet" and then both create it.
-            conn.exec_driver_sql(conn.get_execution_options().get(SQLITE_BEGIN, "BEGIN"))
-
-        return engine
-    if parsed.get_backend_name() in ("mysql", "mariadb"):
-        if "charset" not in parsed.query:
-            parsed = parsed.update_query_dict({"charset": "utf8mb4"})
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        # A file database pools connections; an in-memory one keeps SQLAlchemy's own pool.
+        if "poolclass" not in kwargs and issubclass(parsed.get_dialect().get_pool_class(parsed), QueuePool):
+            kwargs["poolclass"] = store_pool()
+        engine = dialect.sqlite_engine(parsed, **kwargs)
+    elif backend in dialect.MYSQL:
         connect_args: dict[str, Any] = {}
         pool_args: dict[str, Any] = {}
         if timeouts is not None:
@@ -91,29 +84,22 @@ def make_engine(url: str, timeouts: DbTimeouts | None = None, *, breaker: bool =
         guard = None
         if breaker:
             # The probe connects afresh each time: the pool's connections are what it tests.
-            probe_engine = create_engine(parsed, poolclass=NullPool, connect_args=connect_args)
+            probe_engine = create_engine(dialect.mysql_url(parsed), poolclass=NullPool, connect_args=connect_args)
 
             def probe() -> None:
                 with probe_engine.connect() as conn:
                     conn.exec_driver_sql("SELECT 1")
 
             guard = Breaker(probe, f"{parsed.host}:{parsed.port or 3306}/{parsed.database}")
-            pool_args["poolclass"] = guarded_pool(guard)
-        engine = create_engine(
-            parsed,
-            pool_pre_ping=True,
-            pool_recycle=1800,
-            # Followers poll in short transactions; READ COMMITTED makes each statement
-            # see every commit before it, and avoids gap locks on the append path.
-            isolation_level="READ COMMITTED",
-            connect_args=connect_args,
-            **pool_args,
-            **kwargs,
-        )
+        engine = dialect.mysql_engine(parsed, connect_args, poolclass=store_pool(guard), **pool_args, **kwargs)
         if guard is not None:
             watch(engine, guard)
-        return engine
-    raise ValueError(f"unsupported database URL {parsed.render_as_string(hide_password=True)}: use sqlite:/// or mysql+pymysql://")
+    else:
+        raise ValueError(f"unsupported database URL {parsed.render_as_string(hide_password=True)}: "
+                         "use sqlite:/// or mysql+pymysql://")
+    # Last: raising our exception ends the chain of handle_error listeners.
+    dialect.map_errors(engine)
+    return engine
 
 
 def breaker_of(engine: Engine) -> Breaker | None:
@@ -123,8 +109,6 @@ def breaker_of(engine: Engine) -> Breaker | None:
 
 def reachable(engine: Engine) -> bool:
     """True when the database answers a trivial query now (a failure elsewhere was then the data's)."""
-    from sqlalchemy import text
-
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))

@@ -7,18 +7,27 @@ import threading
 import time
 import uuid
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Iterable, Mapping, Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Iterable, Iterator, Mapping, Sequence
 
 from sqlalchemy import Connection, Engine, func, insert, select, update
-from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from modelbus.messages.types import Event, Training
 from modelbus.messages.errors import Rejected
 from modelbus.messages.jsonutil import canonical_json
 from modelbus.messages.parse import check_feature_count
+from modelbus.db.dialect import insert_many, lock_log_head
+from modelbus.db.engine import reachable
+from modelbus.db.errors import Conflict, ConstraintViolation, LostConnection
 from modelbus.db.schema import dead_letters, datasets, events, log_head
+
+if TYPE_CHECKING:
+    from modelbus.db.failures import SqlFailures
+    from modelbus.db.positions import SqlPositions
+    from modelbus.db.registry import SqlRegistry
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +189,7 @@ def append_batch(conn: Connection, items: Sequence[Incoming], schemas: Schemas) 
     """Store a batch in one transaction: new events get consecutive positions, rejects become dead letters."""
     # Lock the log head first: appenders queue here, so positions are handed out in
     # commit order and every check below sees the commits of those before us.
-    conn.execute(update(log_head).where(log_head.c.id == 1).values(position=log_head.c.position))
+    lock_log_head(conn, log_head)
     head = conn.execute(select(log_head.c.position).where(log_head.c.id == 1)).scalar_one()
 
     coords = [i.source.coordinate for i in items if i.source.coordinate is not None]
@@ -251,7 +260,7 @@ def append_batch(conn: Connection, items: Sequence[Incoming], schemas: Schemas) 
     if new_datasets:
         conn.execute(insert(datasets), new_datasets)
     for chunk in _chunks(event_rows, 5000):
-        _insert_many(conn, events, list(chunk))
+        insert_many(conn, events, list(chunk))
     if dead_rows:
         conn.execute(insert(dead_letters), dead_rows)
     if event_rows:
@@ -259,29 +268,9 @@ def append_batch(conn: Connection, items: Sequence[Incoming], schemas: Schemas) 
     return outcomes
 
 
-def _insert_many(conn: Connection, table, rows: list[dict]) -> None:
-    """Insert rows in one executemany; on MySQL through the driver with tuples."""
-    if conn.dialect.name not in ("mysql", "mariadb"):
-        conn.execute(insert(table), rows)
-        return
-    # Core builds and escapes a dict per row: a third of ingest's database CPU. The
-    # columns here need no bind processing on MySQL (ints, strings, datetimes).
-    columns = list(rows[0])
-    quote = conn.dialect.identifier_preparer.quote
-    sql = (
-        f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) "
-        f"VALUES ({', '.join(['%s'] * len(columns))})"
-    )
-    conn.exec_driver_sql(sql, [tuple(row[c] for c in columns) for row in rows])
-
-
-def _transient(exc: DBAPIError) -> bool:
-    # Unique-key races between two workers during a rebalance, deadlocks and lock
-    # timeouts all clear on a retry that re-reads what the other writer committed.
-    if isinstance(exc, IntegrityError):
-        return True
-    code = exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
-    return code in (1205, 1213, 2006, 2013) or "database is locked" in str(exc.orig)
+# What a retried append clears: another appender holding the log head or racing for a key
+# (two workers during a rebalance; the retry re-reads what it committed), a dropped connection.
+_RETRIED = (Conflict, ConstraintViolation, LostConnection)
 
 
 class _Appends:
@@ -293,7 +282,11 @@ class _Appends:
 
 
 class EventStore:
-    """The log in a database, shared by every entry point and follower in a process."""
+    """The log in a database, shared by every entry point and follower in a process.
+
+    The SQL implementation of db.contracts.Store: the event log, with the handler positions,
+    handler failures and registry of the same database, and the transactions they share.
+    """
 
     def __init__(self, engine: Engine, schemas: Schemas | None = None):
         self.engine = engine
@@ -306,17 +299,49 @@ class EventStore:
         other._appends = self._appends
         return other
 
+    # The parts kept beside the log are imported when first used: their modules import this one.
+    @cached_property
+    def positions(self) -> SqlPositions:
+        """The handler positions and leases kept in this database."""
+        from modelbus.db.positions import SqlPositions
+
+        return SqlPositions(self.engine)
+
+    @cached_property
+    def failures(self) -> SqlFailures:
+        """The handler failures kept in this database."""
+        from modelbus.db.failures import SqlFailures
+
+        return SqlFailures(self.engine)
+
+    @cached_property
+    def registry(self) -> SqlRegistry:
+        """The model registry kept in this database."""
+        from modelbus.db.registry import SqlRegistry
+
+        return SqlRegistry(self.engine)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One unit of work: everything written through the yielded connection commits together, or nothing."""
+        with self.engine.begin() as conn:
+            yield conn
+
+    def reachable(self) -> bool:
+        """True when the database answers a trivial query now."""
+        return reachable(self.engine)
+
     def append(self, items: Sequence[Incoming], attempts: int = 5) -> list[Outcome]:
-        """Append a batch atomically, retrying transient conflicts; wakes local followers."""
+        """Append a batch atomically, retrying conflicts and dropped connections; wakes local followers."""
         for attempt in range(1, attempts + 1):
             try:
                 with self.engine.begin() as conn:
                     outcomes = append_batch(conn, items, self.schemas)
                 break
-            except DBAPIError as exc:
-                if attempt == attempts or not _transient(exc):
+            except _RETRIED as exc:
+                if attempt == attempts:
                     raise
-                log.warning("append conflict (%s), retrying", exc.orig)
+                log.warning("append conflict (%s), retrying", exc)
                 time.sleep(0.05 * attempt)
         if any(o.status == ACCEPTED for o in outcomes):
             appends = self._appends
@@ -324,6 +349,10 @@ class EventStore:
                 appends.generation += 1
                 appends.changed.notify_all()
         return outcomes
+
+    def append_in(self, tx: Connection, items: Sequence[Incoming]) -> list[Outcome]:
+        """Append inside the caller's transaction `tx` (a handler's effect); followers find it by polling."""
+        return append_batch(tx, items, self.schemas)
 
     def wait_for_append(self, generation: int, timeout: float) -> int:
         """Block until a local append after `generation` or the timeout; returns the new generation."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine, delete, func, insert, select
-from sqlalchemy.exc import DBAPIError
 
+from modelbus.db.errors import StorageError
 from modelbus.db.events import EventRow, utcnow
 from modelbus.db.schema import handler_failures
 
@@ -27,14 +27,13 @@ class Failure:
 
 
 def describe(exc: BaseException) -> Failure:
-    """The error class, code and message of an exception, without SQL statements or parameters."""
-    if isinstance(exc, DBAPIError) and exc.orig is not None:
-        orig = exc.orig
-        args = orig.args
-        # PyMySQL errors are (errno, message); sqlite3 errors carry their name (SQLITE_TOOBIG, ...).
-        if len(args) >= 2 and isinstance(args[0], int):
-            return Failure(type(orig).__name__, str(args[0]), _clip(str(args[1])))
-        return Failure(type(orig).__name__, getattr(orig, "sqlite_errorname", None), _clip(str(orig)))
+    """The error class, code and message of an exception, without SQL statements or parameters.
+
+    A database's error is named by its driver's class and code (DataError 1264, IntegrityError
+    SQLITE_CONSTRAINT_UNIQUE), as db.errors keeps them.
+    """
+    if isinstance(exc, StorageError):
+        return Failure(exc.error, exc.code, _clip(exc.reason))
     code = getattr(exc, "code", None)  # a parser's Rejected has a stable code
     return Failure(type(exc).__name__, code if isinstance(code, str) else None, _clip(str(exc)))
 
@@ -77,3 +76,26 @@ def recent(engine: Engine, limit: int = 5, handler: str | None = None) -> list[d
     query = query.order_by(handler_failures.c.position.desc(), handler_failures.c.handler).limit(limit)
     with engine.connect() as conn:
         return [dict(row._mapping) for row in conn.execute(query)]
+
+
+class SqlFailures:
+    """The handler failures of one database (db.contracts.HandlerFailures): this module bound to an engine."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def record(self, tx: Connection, handler: str, event: EventRow, failure: Failure) -> None:
+        """Store one failure inside `tx`, the transaction that moves the handler past the event."""
+        record(tx, handler, event, failure)
+
+    def reset(self, tx: Connection, handler: str) -> None:
+        """Forget a handler's failures inside `tx`."""
+        reset(tx, handler)
+
+    def count(self) -> int:
+        """How many failures are recorded, for every handler."""
+        return count(self.engine)
+
+    def recent(self, limit: int = 5, handler: str | None = None) -> list[dict]:
+        """The latest failures, newest log position first."""
+        return recent(self.engine, limit, handler)

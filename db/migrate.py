@@ -1,20 +1,17 @@
 """Alembic migrations, run by `modelbus db upgrade` and on every start."""
 from __future__ import annotations
 
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine
 
-from modelbus.db.engine import SQLITE_BEGIN
+from modelbus.db.dialect import migration_lock
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-_LOCK = "modelbus_migrate"
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
@@ -26,31 +23,12 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return config
 
 
-@contextmanager
-def _migration_lock(connection: Connection) -> Iterator[None]:
-    # Two processes starting together must not both create the tables: MySQL DDL is
-    # not transactional, so serialise on a named server lock. SQLite: see upgrade().
-    if connection.dialect.name in ("mysql", "mariadb"):
-        got = connection.execute(text("SELECT GET_LOCK(:name, 120)"), {"name": _LOCK}).scalar()
-        if got != 1:
-            raise RuntimeError("timed out waiting for another process's migration")
-        try:
-            yield
-        finally:
-            connection.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": _LOCK})
-    else:
-        yield
-
-
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to `revision` (default: the newest)."""
-    with engine.connect() as plain:
-        # SQLite: the write lock before the version is read, so a second process waits and then
-        # finds the schema current (MySQL serialises on the named lock below).
-        connection = plain.execution_options(**{SQLITE_BEGIN: "BEGIN IMMEDIATE"})
-        with _migration_lock(connection):
-            command.upgrade(alembic_config(connection), revision)
-            connection.commit()
+    with engine.connect() as plain, migration_lock(plain) as connection:
+        # Two processes starting together: the second waits here, then finds the schema current.
+        command.upgrade(alembic_config(connection), revision)
+        connection.commit()
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -5,8 +5,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Engine, insert, or_, select, update
-from sqlalchemy.exc import IntegrityError
 
+from modelbus.db.errors import ConstraintViolation
 from modelbus.db.events import utcnow
 from modelbus.db.schema import handler_positions
 
@@ -36,7 +36,7 @@ def ensure(engine: Engine, name: str) -> None:
     try:
         with engine.begin() as conn:
             conn.execute(insert(handler_positions).values(name=name, position=0, updated_at=utcnow()))
-    except IntegrityError:
+    except ConstraintViolation:
         pass  # another process created it first
 
 
@@ -102,3 +102,34 @@ def states(engine: Engine) -> list[HandlerState]:
     with engine.connect() as conn:
         rows = conn.execute(select(handler_positions).order_by(handler_positions.c.name))
         return [HandlerState(**row._mapping) for row in rows]
+
+
+class SqlPositions:
+    """The handler positions of one database (db.contracts.HandlerPositions): this module bound to an engine."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def ensure(self, name: str) -> None:
+        """Create the handler's row at position 0 if it does not exist."""
+        ensure(self.engine, name)
+
+    def claim(self, name: str, owner: str, seconds: float) -> int | None:
+        """Take or renew the lease; the handler's position, or None while another owner holds it."""
+        return claim(self.engine, name, owner, seconds)
+
+    def release(self, name: str, owner: str) -> None:
+        """Give the lease up (a no-op unless `owner` holds it)."""
+        release(self.engine, name, owner)
+
+    def advance(self, tx: Connection, name: str, owner: str, old: int, new: int) -> None:
+        """Move the position from `old` to `new` inside `tx`, or raise LostLease."""
+        advance(tx, name, owner, old, new)
+
+    def reset(self, tx: Connection, name: str, owner: str) -> None:
+        """Set the position back to 0 inside `tx`, or raise LostLease."""
+        reset(tx, name, owner)
+
+    def states(self) -> list[HandlerState]:
+        """Every handler's row, by name."""
+        return states(self.engine)

@@ -336,3 +336,86 @@ def reset(conn: Connection) -> None:
     """Empty the registry and the seed tables (for a replay of the build handler)."""
     for table in (aliases_table, promotions, builds_table, model_versions, training_log, linear_model):
         conn.execute(delete(table))
+
+
+class SqlRegistry:
+    """The registry of one database (db.contracts.Registry): this module bound to an engine.
+
+    Reads open their own connection; writes take the build handler's transaction `tx`, so they
+    commit together with its log position.
+    """
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    # reads
+
+    def get_version(self, model: str, dataset: str, version: int) -> ModelVersion | None:
+        """One version with its artifact, or None."""
+        return get_version(self.engine, model, dataset, version)
+
+    def production(self, model: str, dataset: str) -> ModelVersion | None:
+        """The version behind the production alias of (model, dataset), with its artifact, or None."""
+        return production(self.engine, model, dataset)
+
+    def list_versions(self, model: str | None = None, dataset: str | None = None) -> list[ModelVersion]:
+        """Every version (without artifacts), by model, dataset and version."""
+        return list_versions(self.engine, model, dataset)
+
+    def aliases(self) -> dict[tuple[str, str], int]:
+        """(model, dataset) -> the production version."""
+        return aliases(self.engine)
+
+    def alias_generation(self) -> int:
+        """A number that changes whenever any alias moves (0 for none)."""
+        return alias_generation(self.engine)
+
+    def builds(self, model: str | None = None, dataset: str | None = None, limit: int = 50) -> list[dict]:
+        """Build attempts, newest first."""
+        return builds(self.engine, model, dataset, limit)
+
+    def get_build(self, *, event_id: str | None = None, position: int | None = None) -> dict | None:
+        """The build attempt of one command, or None while it is pending."""
+        return get_build(self.engine, event_id=event_id, position=position)
+
+    def promotion_history(self, model: str | None = None, dataset: str | None = None, limit: int = 50) -> list[dict]:
+        """Promote commands and what came of them, newest first."""
+        return promotion_history(self.engine, model, dataset, limit)
+
+    # writes, inside the caller's transaction
+
+    def next_version(self, tx: Connection, model: str, dataset: str) -> int:
+        """The number the next version of (model, dataset) gets."""
+        return next_version(tx, model, dataset)
+
+    def insert_version(self, tx: Connection, mv: ModelVersion) -> None:
+        """Store a new version with its artifact."""
+        insert_version(tx, mv)
+
+    def insert_seed_rows(self, tx: Connection, mv: ModelVersion) -> None:
+        """The seed's training_log row (and linear_model row for slr) of a version."""
+        insert_seed_rows(tx, mv)
+
+    def insert_build(self, tx: Connection, **row: Any) -> None:
+        """Record one build attempt."""
+        insert_build(tx, **row)
+
+    def version_main_metric(self, tx: Connection, model: str, dataset: str, version: int) -> tuple[str, float] | None:
+        """(uuid, main metric) of a version, or None."""
+        return version_main_metric(tx, model, dataset, version)
+
+    def current_production(self, tx: Connection, model: str, dataset: str) -> tuple[int, float] | None:
+        """(version, main metric) behind the production alias, or None."""
+        return current_production(tx, model, dataset)
+
+    def move_alias(self, tx: Connection, model: str, dataset: str, version: int, position: int) -> None:
+        """Point the production alias of (model, dataset) at `version`."""
+        move_alias(tx, model, dataset, version, position)
+
+    def insert_promotion(self, tx: Connection, **row: Any) -> None:
+        """Record what came of one promote command."""
+        insert_promotion(tx, **row)
+
+    def reset(self, tx: Connection) -> None:
+        """Empty the registry and the seed tables."""
+        reset(tx)

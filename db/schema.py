@@ -6,10 +6,8 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
-    Float,
     Index,
     Integer,
-    LargeBinary,
     MetaData,
     String,
     Table,
@@ -17,18 +15,11 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.dialects import mysql
+
+from modelbus.db.dialect import MYSQL_TABLE as _MYSQL
+from modelbus.db.dialect import AutoId, Double, LongBlob, LongText, Timestamp
 
 metadata = MetaData()
-
-# SQLite only auto-increments an INTEGER PRIMARY KEY.
-AutoId = BigInteger().with_variant(Integer(), "sqlite")
-# MySQL's TEXT and BLOB stop at 64 KiB; a message may be larger.
-LongText = Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
-LongBlob = LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
-# Microseconds, so the receive order of a batch is visible.
-Timestamp = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
-_MYSQL = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
 
 
 def _source_columns() -> list[Column]:
@@ -123,10 +114,6 @@ handler_failures = Table(
     Column("failed_at", Timestamp, nullable=False),
     **_MYSQL,
 )
-
-# asdecimal=False: MySQL DOUBLE otherwise comes back as a Decimal rounded to 10 places.
-Double = Float(precision=53).with_variant(mysql.DOUBLE(asdecimal=False), "mysql", "mariadb")
-
 
 training_records = Table(
     "training_records",

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 from sqlalchemy import create_engine, delete, insert, text
@@ -69,7 +69,13 @@ def empty_database(engine) -> None:
         conn.execute(insert(log_head).values(id=1, position=0))
 
 
-@pytest.fixture(params=["sqlite", "mysql"])
+# The backends the storage contract suites run on (db.contracts; tests/test_event_store.py,
+# test_positions.py, test_failures.py, test_registry.py, test_storage_errors.py): every test
+# taking `db_url`, `engine` or `store` runs once on each. A new backend adds its name here.
+BACKENDS = ["sqlite", "mysql"]
+
+
+@pytest.fixture(params=BACKENDS)
 def db_url(request, tmp_path) -> str:
     """An empty, migrated store: each test using it runs once on SQLite and once on MySQL."""
     if request.param == "sqlite":
@@ -101,9 +107,15 @@ def engine(db_url):
 
 
 @pytest.fixture
-def store(engine) -> EventStore:
-    """The event store on the parametrised database, with the seed's 'default' dataset declared."""
-    return EventStore(engine, Schemas(declared={"default": 4}))
+def store_with(engine) -> Callable[[Schemas], EventStore]:
+    """Makes a store (db.contracts.Store) on the parametrised backend with the given dataset schemas."""
+    return lambda schemas: EventStore(engine, schemas)
+
+
+@pytest.fixture
+def store(store_with) -> EventStore:
+    """The store on the parametrised backend, with the seed's 'default' dataset declared."""
+    return store_with(Schemas(declared={"default": 4}))
 
 
 @pytest.fixture

@@ -62,6 +62,12 @@ class FreezableProxy:
         with self._lock:
             sockets, self._sockets = list(self._sockets), set()
         for sock in sockets:
+            # A close alone leaves a pump blocked in recv() holding the socket open, so the
+            # server would never see its client go (nor roll back its transaction).
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             _close(sock)
 
     def close(self) -> None:

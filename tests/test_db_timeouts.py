@@ -7,12 +7,11 @@ from typing import Iterator
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.exc import OperationalError, ProgrammingError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.engine import make_url
 
 from modelbus.db.breaker import DatabaseUnavailable
 from modelbus.db.engine import DbTimeouts, breaker_of, make_engine
+from modelbus.db.errors import Outage, StorageError
 from tcp_proxy import FreezableProxy
 
 TIMEOUTS = DbTimeouts(connect=1.0, io=1.0, pool=0.5)
@@ -55,7 +54,7 @@ def test_a_frozen_database_fails_a_call_after_the_read_timeout(proxy, mysql_url)
     proxy.freeze()
     # A pooled connection: the pre-ping times out, then the reconnect does (no breaker here).
     _, error, took = timed(select_one, engine)
-    assert isinstance(error, OperationalError) and "timed out" in str(error)
+    assert isinstance(error, Outage) and "timed out" in str(error)
     assert took < 2 * TIMEOUTS.io + SLACK
     proxy.thaw()
     assert select_one(engine) == 1
@@ -66,7 +65,7 @@ def test_waiting_for_a_pooled_connection_is_bounded(mysql_url):
     engine = make_engine(mysql_url, TIMEOUTS, pool_size=1)
     with engine.connect():
         _, error, took = timed(select_one, engine)
-    assert isinstance(error, PoolTimeout)
+    assert isinstance(error, Outage) and "no pooled connection came free within 0.5s" in str(error)
     assert took < TIMEOUTS.pool + SLACK
     engine.dispose()
 
@@ -80,7 +79,7 @@ def test_the_breaker_opens_on_the_first_timeout_refuses_at_once_and_a_probe_clos
     # The pre-ping of the pooled connection times out and trips the breaker, which then
     # refuses the pool's reconnect: one timeout, not two.
     _, error, took = timed(select_one, engine)
-    assert isinstance(error, (OperationalError, DatabaseUnavailable)), error
+    assert isinstance(error, Outage), error
     assert took < TIMEOUTS.io + SLACK
     assert breaker.is_open
     for _ in range(20):
@@ -100,9 +99,10 @@ def test_the_breaker_opens_on_the_first_timeout_refuses_at_once_and_a_probe_clos
 def test_errors_that_are_not_outages_leave_the_breaker_closed(proxy, mysql_url):
     engine = make_engine(proxy.url(mysql_url), TIMEOUTS, breaker=True)
     breaker = breaker_of(engine)
-    with pytest.raises(ProgrammingError):
+    with pytest.raises(StorageError, match="1146") as refused:
         with engine.connect() as conn:
             conn.execute(text("SELECT * FROM no_such_table"))
+    assert not isinstance(refused.value, Outage)
     assert select_one(engine) == 1
     # Connections closed under the pool (a server restart, an idle timeout): the pre-ping
     # notices, the pool reconnects, nothing is refused.

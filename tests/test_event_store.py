@@ -1,21 +1,20 @@
-"""The event store, run once on SQLite and once on MySQL (the `store` fixture is parametrised)."""
+"""The event-log contract (db.contracts.EventLog and Store): what any backend must pass.
+
+Each test runs on every backend of conftest.BACKENDS and uses the store only through the
+contract; what is particular to the SQL store is in test_sql_store.py.
+"""
 from __future__ import annotations
 
 import json
-import random
 import threading
-from typing import Any, Sequence
+from typing import Any
 
-from sqlalchemy import Connection, func, select
+import pytest
 
+from modelbus.db.contracts import EventLog, HandlerFailures, HandlerPositions, Registry, Store
+from modelbus.db.events import ACCEPTED, DUPLICATE, REJECTED, Incoming, Schemas, Source
 from modelbus.messages.parse import parse_event
-from modelbus.db.engine import make_engine
-from modelbus.db.events import ACCEPTED, DUPLICATE, REJECTED, EventStore, Incoming, Schemas, Source
-from modelbus.db.schema import datasets, training_records
-from modelbus.handlers.log.base import Handler
 from modelbus.handlers.workers.ingest import incoming
-from modelbus.handlers.follow.follower import Follower
-from modelbus.handlers.log.training import TrainingRecords
 
 
 def kafka_source(offset: int, partition: int = 0, topic: str = "event_topic", topic_id: str = "t1") -> Source:
@@ -29,6 +28,14 @@ def msg(raw: bytes | str, source: Source | None = None, event_id: str | None = N
 
 def training(values: str, **extra: Any) -> str:
     return json.dumps({"type": "training", "payload": values, **extra})
+
+
+def test_the_store_keeps_every_contract(store):
+    assert isinstance(store, Store) and isinstance(store, EventLog)
+    assert isinstance(store.positions, HandlerPositions)
+    assert isinstance(store.failures, HandlerFailures)
+    assert isinstance(store.registry, Registry)
+    assert store.reachable()
 
 
 def test_valid_events_get_consecutive_positions(store):
@@ -118,8 +125,6 @@ def test_an_undeclared_dataset_learns_its_width_from_its_first_record(store):
     assert store.expected_values("pairs") == 2
     later = store.append([msg(training("1,2,3", dataset="pairs"))])
     assert later[0].status == REJECTED
-    with store.engine.connect() as conn:
-        assert conn.execute(select(datasets.c.n_values, datasets.c.first_position).where(datasets.c.name == "pairs")).one() == (2, 1)
 
 
 def test_commands_do_not_fix_a_dataset_width(store):
@@ -127,8 +132,8 @@ def test_commands_do_not_fix_a_dataset_width(store):
     assert store.expected_values("later") is None
 
 
-def test_without_auto_datasets_an_undeclared_dataset_is_rejected(engine):
-    store = EventStore(engine, Schemas(declared={"default": 4}, auto=False))
+def test_without_auto_datasets_an_undeclared_dataset_is_rejected(store_with):
+    store = store_with(Schemas(declared={"default": 4}, auto=False))
     outcome = store.append([msg(training("1,2", dataset="other"))])[0]
     assert (outcome.status, outcome.error.code) == (REJECTED, "unknown_dataset")
 
@@ -166,70 +171,43 @@ def test_stored_payload_is_canonical_and_reparses(store):
     assert parse_event(payload).features == (1.0, 2.5, 3.0)
 
 
-class Recorder(Handler):
-    """Remembers every position it was given, to prove each event arrives exactly once."""
-
-    name = "recorder"
-    batch_size = 37
-
-    def __init__(self) -> None:
-        self.seen: list[int] = []
-        self._pending: list[int] = []
-
-    def apply(self, conn: Connection, events: Sequence, prepared: Any) -> None:
-        self._pending = [e.position for e in events]
-
-    def after_commit(self, events: Sequence, prepared: Any) -> None:
-        self.seen.extend(self._pending)
-
-    def reset(self, conn: Connection) -> None:
-        self.seen.clear()
+def test_position_of_and_count_by_id(store):
+    store.append([msg(training("1,2,3,4", id="a")), msg(training("1,2,3,5", id="b"))])
+    assert (store.position_of("b"), store.position_of("nope")) == (2, None)
+    assert store.count(event_id="a") == 1 and store.count(event_id="nope") == 0
 
 
-def test_concurrent_writers_on_mysql_while_handlers_follow(mysql_db):
-    """8 threads append while two handlers follow: each sees every event exactly once, in order."""
-    engine = make_engine(mysql_db, pool_size=12)
-    store = EventStore(engine, Schemas(declared={"default": 4}))
-    writers, batches, per_batch = 8, 25, 20
-    stop = threading.Event()
-    recorder, projection = Recorder(), TrainingRecords()
-    followers = [Follower(store, recorder, poll_seconds=0.01), Follower(store, projection, poll_seconds=0.01)]
-    threads = [threading.Thread(target=f.run, args=(stop,)) for f in followers]
-    for t in threads:
-        t.start()
+def test_dead_letters_page_by_id(store):
+    store.append([msg(f"bad {i}".encode(), kafka_source(i)) for i in range(5)])
+    first = store.dead_letters(limit=2)
+    assert [bytes(d["raw"]) for d in first] == [b"bad 0", b"bad 1"]
+    rest = store.dead_letters(after=first[-1]["id"])
+    assert [bytes(d["raw"]) for d in rest] == [b"bad 2", b"bad 3", b"bad 4"]
+    assert store.dead_letter_count() == 5 and store.head() == 0
 
-    errors: list[BaseException] = []
 
-    def write(n: int) -> None:
-        rng = random.Random(n)
-        try:
-            for b in range(batches):
-                # Varying batch sizes make transactions of different length commit out of start order.
-                size = rng.randint(1, per_batch)
-                store.append([msg(training(f"{n},{b},{i},{i % 3}", id=f"w{n}-{b}-{i}")) for i in range(size)])
-        except BaseException as exc:  # surfaced below
-            errors.append(exc)
+def test_append_in_commits_with_the_transaction_or_not_at_all(store):
+    store.append([msg(training("1,2,3,4"))])
+    with pytest.raises(RuntimeError):
+        with store.transaction() as tx:
+            (outcome,) = store.append_in(tx, [msg(training("5,6,7,8", id="inside"))])
+            assert outcome.position == 2
+            raise RuntimeError("the handler failed after appending")
+    assert (store.head(), store.position_of("inside")) == (1, None)
+    with store.transaction() as tx:
+        store.append_in(tx, [msg(training("5,6,7,8", id="inside"))])
+    assert (store.head(), store.position_of("inside")) == (2, 2)
 
-    pool = [threading.Thread(target=write, args=(n,)) for n in range(writers)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    assert not errors
-    head = store.head()
-    deadline = threading.Event()
-    for _ in range(300):
-        if followers[0].position() == head and followers[1].position() == head:
-            break
-        deadline.wait(0.1)
-    stop.set()
-    for t in threads:
-        t.join()
 
-    assert store.count() == head
-    assert recorder.seen == list(range(1, head + 1))
-    with engine.connect() as conn:
-        positions = conn.execute(select(training_records.c.position).order_by(training_records.c.position)).scalars().all()
-        assert conn.execute(select(func.count()).select_from(training_records)).scalar_one() == head
-    assert positions == list(range(1, head + 1))
-    engine.dispose()
+def test_an_accepted_append_wakes_waiting_followers(store):
+    generation = store.generation
+    woke: list[int] = []
+    waiter = threading.Thread(target=lambda: woke.append(store.wait_for_append(generation, 30)))
+    waiter.start()
+    store.append([msg(training("1,2,3,4"))])
+    waiter.join(30)
+    assert woke and woke[0] != generation
+    # Nothing new (a duplicate, a dead letter): nobody is woken for nothing.
+    now = store.generation
+    store.append([msg(training("1,2,3,4", id=store.read()[0].event_id)), msg(b"bad")])
+    assert store.wait_for_append(now, 0) == now

@@ -10,10 +10,10 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
 
 from modelbus.db import failures, positions, registry
 from modelbus.db.engine import make_engine
+from modelbus.db.errors import LostConnection
 from modelbus.db.events import EventStore, Schemas
 from modelbus.db.schema import events, promotions
 from modelbus.handlers.log.base import Handler
@@ -253,7 +253,7 @@ def test_an_outage_is_retried_not_recorded(mysql_db):
 
     follower = Follower(store, Flapping(), poll_seconds=0.01)
     while drops["left"]:
-        with pytest.raises(DBAPIError, match="Lost connection"):
+        with pytest.raises(LostConnection, match="Lost connection"):
             follower.step()
         assert (position(), recorded(direct)) == (0, [])
 

@@ -326,14 +326,13 @@ def test_an_unreadable_registry_is_an_answer_not_a_crash():
 
 def test_a_model_update_during_a_database_outage_keeps_the_loaded_version(registry, cache, monkeypatch):
     """Every serving process reloads on a notice at once: a database blip then must not stop them."""
-    from sqlalchemy.exc import OperationalError
-
+    from modelbus.db.errors import LostConnection
     from modelbus.handlers.serving.reload import apply_update
 
     cache.warm()
 
     def down(*_args):
-        raise OperationalError("SELECT ...", {}, Exception("MySQL server has gone away"))
+        raise LostConnection("MySQL server has gone away", error="OperationalError", code="2006")
 
     monkeypatch.setattr(registry, "production", down)
     assert apply_update(cache, b'{"model":"mlp","dataset":"default","version":2}') is False

@@ -17,13 +17,10 @@ import uuid
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
 
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
-
 from modelbus.backoff import backoff
 from modelbus.builders.base import Cancelled
 from modelbus.db import failures, positions
-from modelbus.db.engine import reachable
+from modelbus.db.errors import Conflict, Outage
 from modelbus.db.events import EventRow, EventStore
 from modelbus.db.positions import LostLease
 from modelbus.handlers.follow.isolate import run_isolating
@@ -32,25 +29,13 @@ from modelbus.handlers.log.base import Handler
 log = logging.getLogger(__name__)
 
 LEASE_SECONDS = 30.0
-# MySQL errors that clear on a retry: lock wait timeout, deadlock, cannot connect, server
-# gone away, connection lost (2002/2003/2006/2013 also come from a read timeout).
-TRANSIENT_MYSQL = frozenset({1205, 1213, 2002, 2003, 2006, 2013})
-# SQLite's counterparts (extended names start with these): busy, locked, disk full or failing.
-TRANSIENT_SQLITE = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_FULL", "SQLITE_IOERR", "SQLITE_CANTOPEN")
 
 
 def transient(exc: BaseException) -> bool:
     """True for a failure that says nothing about the events being applied (locks, connections, the OS)."""
-    if isinstance(exc, (OSError, MemoryError, PoolTimeout)):
-        return True
-    if not isinstance(exc, DBAPIError):
-        return False
-    if exc.connection_invalidated:
-        return True
-    orig = exc.orig
-    code = orig.args[0] if orig is not None and orig.args else None
-    name = getattr(orig, "sqlite_errorname", None) or ""
-    return code in TRANSIENT_MYSQL or name.startswith(TRANSIENT_SQLITE)
+    # Outage: the database did not answer (a lost connection, a timeout, no pooled connection,
+    # a full disk); Conflict: another transaction held a lock (deadlock, lock wait, SQLite busy).
+    return isinstance(exc, (OSError, MemoryError, Outage, Conflict))
 
 
 def owner_id() -> str:
@@ -133,7 +118,7 @@ class Follower:
         """True when a failed batch must be retried whole: lost lease, transient error or database down."""
         if isinstance(exc, LostLease) or transient(exc):
             return True
-        if reachable(self.store.engine):
+        if self.store.reachable():
             return False
         log.warning("handler %s: the database is unreachable (%s: %s); the batch will be retried",
                     self.handler.name, type(exc).__name__, str(exc)[:300])

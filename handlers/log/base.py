@@ -4,8 +4,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Sequence
 
-from sqlalchemy import Connection
-
+from modelbus.db.contracts import Transaction
 from modelbus.db.events import EventRow
 
 
@@ -33,18 +32,22 @@ class Handler:
         """
         return None
 
-    def apply(self, conn: Connection, events: Sequence[EventRow], prepared: Any) -> None:
-        """Write the effects of `events` inside the transaction that also moves the position."""
+    def apply(self, conn: Transaction, events: Sequence[EventRow], prepared: Any) -> None:
+        """Write the effects of `events` inside the transaction that also moves the position.
+
+        `conn` is the follower's open transaction (db.contracts.Transaction): on the SQL store a
+        SQLAlchemy Connection, through which a handler with tables of its own writes them.
+        """
         raise NotImplementedError
 
-    def record_failure(self, conn: Connection, event: EventRow, prepared: Any, reason: str) -> None:
+    def record_failure(self, conn: Transaction, event: EventRow, prepared: Any, reason: str) -> None:
         """Record, in this handler's own tables, what became of an event it cannot apply (default: nothing).
 
         Called inside the transaction that moves the position past the event and writes its
         handler_failures row; if it raises, the event is recorded in handler_failures only.
         """
 
-    def reset(self, conn: Connection) -> None:
+    def reset(self, conn: Transaction) -> None:
         """Drop what this handler built, so a replay starts from an empty projection."""
         raise NotImplementedError
 

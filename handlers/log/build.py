@@ -20,10 +20,10 @@ from datetime import datetime
 from typing import Callable, Sequence
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import DBAPIError
 
 from modelbus.builders.base import BuildError, BuildResult, Cancelled, check_stop, get_builder
 from modelbus.db import registry
+from modelbus.db.errors import StorageError
 from modelbus.db.events import DUPLICATE, EventRow, Incoming, Schemas, Source, append_batch, utcnow
 from modelbus.db.lineage import Lineage, load_training
 from modelbus.db.registry import ModelUpdate, ModelVersion
@@ -117,7 +117,7 @@ def run_build(engine: Engine, model: str, dataset: str, before: int, params: dic
         outcome.sha256 = hashlib.sha256(artifact).hexdigest()
     except BuildError as exc:
         outcome.reason = str(exc)
-    except (DBAPIError, Cancelled):
+    except (StorageError, Cancelled):
         raise  # the database or a stopping process, not the build: nothing is recorded
     except Exception as exc:
         # A builder bug or a numerical failure is the build's, not the handler's: record it,

@@ -12,6 +12,7 @@ from modelbus.commands.kafka import KafkaConfig
 from modelbus.commands.report import rejected, store_and_report
 from modelbus.commands.transport import Transport
 from modelbus.db.engine import reachable
+from modelbus.db.errors import LostConnection, Outage
 from modelbus.db.events import DUPLICATE, EventStore, Incoming, Outcome, Source
 from modelbus.handlers.follow.isolate import run_isolating
 from modelbus.messages.errors import Rejected
@@ -37,6 +38,10 @@ def is_outage(exc: Exception, engine) -> bool:
     """True when the broker or the database, not a message, made a batch fail: retry it whole later."""
     # kafka-python's errors are matched by module: publishing to error_topic failed.
     if type(exc).__module__.startswith("kafka") or isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    # The database did not answer, and said so (not a dropped connection, which a message too
+    # big for the server causes as well as an outage does).
+    if isinstance(exc, Outage) and not isinstance(exc, LostConnection):
         return True
     # A database that answers a trivial query now did not fail us: something in the batch did
     # (a value MySQL refuses, a row over max_allowed_packet that drops the connection).

@@ -3,36 +3,36 @@ from __future__ import annotations
 
 import errno
 
-# MySQL client and server error numbers (PyMySQL keeps them as the first argument).
-_UNKNOWN_DATABASE = 1049
-_ACCESS_DENIED = (1044, 1045)
-_UNREACHABLE = (2003, 2005, 2006, 2013)
+# MySQL client and server error numbers, as db.errors keeps them.
+_UNKNOWN_DATABASE = "1049"
+_ACCESS_DENIED = ("1044", "1045")
+_UNREACHABLE = ("2003", "2005", "2006", "2013")
 
 
 def database_problem(database_url: str | None, exc: BaseException) -> str | None:
     """A one-line explanation when exc says the configured database cannot be used; None otherwise."""
     from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import DBAPIError
 
-    if not isinstance(exc, DBAPIError) or database_url is None:
+    from modelbus.db.errors import StorageError
+
+    if not isinstance(exc, StorageError) or database_url is None:
         return None
     url = make_url(database_url)
     shown = url.render_as_string(hide_password=True)
-    orig = exc.orig
     if url.get_backend_name() == "sqlite":
-        if "unable to open database file" in str(orig):
+        if "unable to open database file" in exc.reason:
             return (f"cannot open the SQLite database {url.database!r} ({shown}): does its directory exist "
                     "and is it writable? (set MODELBUS_DATABASE_URL or --database-url)")
         return None
-    code = orig.args[0] if orig is not None and orig.args and isinstance(orig.args[0], int) else None
+    code = exc.code
     where = f"{url.host or 'localhost'}:{url.port or 3306}"
     if code == _UNKNOWN_DATABASE:
         return (f"database '{url.database}' does not exist on the MySQL server at {where} ({shown}); create it with: "
                 f"CREATE DATABASE `{url.database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
     if code in _ACCESS_DENIED:
-        return f"the MySQL server at {where} refused user '{url.username}' ({shown}): {orig.args[1]}"
+        return f"the MySQL server at {where} refused user '{url.username}' ({shown}): {exc.reason}"
     if code in _UNREACHABLE:
-        return (f"cannot reach the MySQL server at {where} ({shown}): {orig.args[1]}; is it running? "
+        return (f"cannot reach the MySQL server at {where} ({shown}): {exc.reason}; is it running? "
                 "(set MODELBUS_DATABASE_URL or --database-url)")
     return None
 
