@@ -60,12 +60,9 @@ class StoreCollector:
                 )
 
     def _registry_metrics(self):
-        from sqlalchemy import func, select
+        from modelbus.db import registry
 
-        from modelbus.db.schema import builds
-
-        with self.store.engine.connect() as conn:
-            rows = conn.execute(select(builds.c.model, builds.c.status, func.count()).group_by(builds.c.model, builds.c.status)).all()
+        rows = registry.build_counts(self.store.engine)
         family = GaugeMetricFamily("modelbus_builds", "Build attempts recorded, by model and outcome.", labels=["model", "status"])
         for model, status, count in rows:
             family.add_metric([model, status], count)

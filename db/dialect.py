@@ -11,8 +11,21 @@ import time
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from sqlalchemy import (BigInteger, Connection, DateTime, Engine, Float, Integer, LargeBinary, Table, Text,
-                        create_engine, event, text, update)
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    DateTime,
+    Engine,
+    Float,
+    Integer,
+    LargeBinary,
+    Table,
+    Text,
+    create_engine,
+    event,
+    text,
+    update,
+)
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import URL
 

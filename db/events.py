@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, Iterable, Iterator, Mapping, Sequence
 
 from sqlalchemy import Connection, Engine, func, insert, select, update
 
-from modelbus.messages.types import Event, Training
-from modelbus.messages.errors import Rejected
-from modelbus.messages.jsonutil import canonical_json
-from modelbus.messages.parse import check_feature_count
 from modelbus.db.dialect import insert_many, lock_log_head
 from modelbus.db.engine import reachable
 from modelbus.db.errors import Conflict, ConstraintViolation, LostConnection
-from modelbus.db.schema import dead_letters, datasets, events, log_head
+from modelbus.db.schema import datasets, dead_letters, events, log_head
+from modelbus.messages.errors import Rejected
+from modelbus.messages.jsonutil import canonical_json
+from modelbus.messages.parse import check_feature_count
+from modelbus.messages.types import Event, Training
 
 if TYPE_CHECKING:
     from modelbus.db.failures import SqlFailures

@@ -10,11 +10,11 @@ import numpy as np
 from sqlalchemy import Connection, Engine, select
 
 from modelbus.builders.base import BuildError, TrainingData
-from modelbus.messages.errors import Rejected
-from modelbus.messages.types import Training
-from modelbus.messages.parse import parse_event_obj
 from modelbus.db.events import EventRow
 from modelbus.db.schema import events
+from modelbus.messages.errors import Rejected
+from modelbus.messages.parse import parse_event_obj
+from modelbus.messages.types import Training
 
 # Rows fetched per round trip while streaming the log.
 STREAM_ROWS = 5000

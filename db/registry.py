@@ -193,6 +193,14 @@ def builds(engine: Engine, model: str | None = None, dataset: str | None = None,
         return [_build_dict(row) for row in conn.execute(_newest(builds_table, model, dataset, limit))]
 
 
+def build_counts(engine: Engine) -> list[tuple[str, str, int]]:
+    """(model, status, count) of every recorded build attempt."""
+    query = select(builds_table.c.model, builds_table.c.status, func.count()).group_by(
+        builds_table.c.model, builds_table.c.status)
+    with engine.connect() as conn:
+        return [(m, s, n) for m, s, n in conn.execute(query)]
+
+
 def get_build(engine: Engine, *, event_id: str | None = None, position: int | None = None) -> dict | None:
     """The build attempt of one command, by its event id or log position, or None while it is pending."""
     query = select(builds_table)

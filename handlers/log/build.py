@@ -17,12 +17,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable, Sequence
-
-from sqlalchemy import Connection, Engine
+from typing import Any, Callable, Sequence
 
 from modelbus.builders.base import BuildError, BuildResult, Cancelled, check_stop, get_builder
 from modelbus.db import registry
+from modelbus.db.contracts import Transaction
 from modelbus.db.errors import StorageError
 from modelbus.db.events import DUPLICATE, EventRow, Incoming, Schemas, Source, append_batch, utcnow
 from modelbus.db.lineage import Lineage, load_training
@@ -79,7 +78,7 @@ def parse_command(row: EventRow) -> Command:
     return event
 
 
-def run_build(engine: Engine, model: str, dataset: str, before: int, params: dict | None,
+def run_build(engine: Any, model: str, dataset: str, before: int, params: dict | None,
               progress: Callable[[int], None] | None = None, stop: threading.Event | None = None) -> BuildOutcome:
     """Train `model` on the training events of `dataset` before log position `before`; never raises BuildError.
 
@@ -176,7 +175,7 @@ class BuildHandler(Handler):
     event_type = "command"
     batch_size = 200
 
-    def __init__(self, engine: Engine, notify: Notify | None = None, announce: Announce | None = None):
+    def __init__(self, engine: Any, notify: Notify | None = None, announce: Announce | None = None):
         self.engine = engine
         self.notify = notify
         self.announce = announce
@@ -213,7 +212,7 @@ class BuildHandler(Handler):
             outcomes[row.position] = outcome
         return _Batch(outcomes)
 
-    def apply(self, conn: Connection, events: Sequence[EventRow], prepared: _Batch) -> None:
+    def apply(self, conn: Transaction, events: Sequence[EventRow], prepared: _Batch) -> None:
         """Record builds and versions, append auto-promotions, move aliases."""
         prepared.moves, prepared.reports = [], []
         for row in events:
@@ -224,7 +223,7 @@ class BuildHandler(Handler):
                 if move is not None:
                     prepared.moves.append(move)
 
-    def _record_build(self, conn: Connection, row: EventRow, outcome: BuildOutcome) -> dict:
+    def _record_build(self, conn: Transaction, row: EventRow, outcome: BuildOutcome) -> dict:
         version, uuid, promoted = None, None, False
         if outcome.ok:
             assert outcome.result is not None and outcome.lineage is not None
@@ -260,7 +259,7 @@ class BuildHandler(Handler):
         _insert_build(conn, row, outcome, version, outcome.reason)
         return build_report(row, outcome, version, uuid, promoted)
 
-    def _append_promote(self, conn: Connection, mv: ModelVersion) -> None:
+    def _append_promote(self, conn: Transaction, mv: ModelVersion) -> None:
         event_id = auto_promote_id(mv.model, mv.dataset, mv.version)
         body = {"type": "command", "payload": "promote", "model": mv.model, "dataset": mv.dataset,
                 "version": mv.version, "id": event_id}
@@ -273,7 +272,7 @@ class BuildHandler(Handler):
         else:
             log.info("appended %s at position %s", event_id, outcome.position)
 
-    def _promote(self, conn: Connection, row: EventRow) -> ModelUpdate | None:
+    def _promote(self, conn: Transaction, row: EventRow) -> ModelUpdate | None:
         # A promote that cannot be read or names a version no registry column holds raises:
         # the follower records it as this handler's failure and moves past it.
         command = parse_command(row)
@@ -312,7 +311,7 @@ class BuildHandler(Handler):
         )
         return update
 
-    def record_failure(self, conn: Connection, event: EventRow, prepared: _Batch, reason: str) -> None:
+    def record_failure(self, conn: Transaction, event: EventRow, prepared: _Batch, reason: str) -> None:
         """A build command becomes a failed build, a promote naming a storable version a failed promotion."""
         if event.name in BUILD_COMMANDS:
             outcome = prepared.outcomes.get(event.position) or BuildOutcome(
@@ -340,7 +339,7 @@ class BuildHandler(Handler):
                 created_at=event.received_at,
             )
 
-    def reset(self, conn: Connection) -> None:
+    def reset(self, conn: Transaction) -> None:
         """Empty the registry; a replay rebuilds the same versions from the log."""
         registry.reset(conn)
 
@@ -361,7 +360,7 @@ class BuildHandler(Handler):
                 log.exception("publishing the outcome of build %s failed", report["id"])
 
 
-def _insert_build(conn: Connection, row: EventRow, outcome: BuildOutcome, version: int | None,
+def _insert_build(conn: Transaction, row: EventRow, outcome: BuildOutcome, version: int | None,
                   reason: str | None) -> None:
     """The builds row of one command: ok with its version, or failed with `reason`."""
     registry.insert_build(

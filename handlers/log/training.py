@@ -4,10 +4,9 @@ from __future__ import annotations
 import json
 from typing import Any, Sequence
 
-from sqlalchemy import Connection, delete, insert
-
+from modelbus.db import training_records
+from modelbus.db.contracts import Transaction
 from modelbus.db.events import EventRow
-from modelbus.db.schema import training_records
 from modelbus.handlers.log.base import Handler
 from modelbus.messages.parse import parse_event_obj
 from modelbus.messages.types import Training
@@ -28,7 +27,7 @@ class TrainingRecords(Handler):
     event_type = "training"
     batch_size = 5000
 
-    def apply(self, conn: Connection, events: Sequence[EventRow], prepared: Any) -> None:
+    def apply(self, conn: Transaction, events: Sequence[EventRow], prepared: Any) -> None:
         """Insert one training_records row per training event."""
         rows = []
         for row in events:
@@ -41,9 +40,8 @@ class TrainingRecords(Handler):
                     "label": record.label,
                 }
             )
-        if rows:
-            conn.execute(insert(training_records), rows)
+        training_records.insert_records(conn, rows)
 
-    def reset(self, conn: Connection) -> None:
+    def reset(self, conn: Transaction) -> None:
         """Empty the projection."""
-        conn.execute(delete(training_records))
+        training_records.reset(conn)

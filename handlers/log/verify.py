@@ -5,8 +5,6 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from sqlalchemy import Engine
-
 from modelbus.db import registry
 from modelbus.db.registry import ModelVersion
 from modelbus.handlers.log.build import BuildOutcome, run_build
@@ -53,7 +51,7 @@ def metric_differences(recorded: dict, rebuilt: dict, prefix: str = "") -> list[
     return lines
 
 
-def verify_version(engine: Engine, recorded: ModelVersion,
+def verify_version(engine: Any, recorded: ModelVersion,
                    progress: Callable[[int], None] | None = None) -> Verification:
     """Rebuild `recorded` from the training events before its build command and compare."""
     rebuilt = run_build(engine, recorded.model, recorded.dataset, recorded.build_position, recorded.params, progress)
@@ -85,6 +83,6 @@ def verify_version(engine: Engine, recorded: ModelVersion,
     return check
 
 
-def find_version(engine: Engine, model: str, dataset: str, version: int) -> ModelVersion | None:
+def find_version(engine: Any, model: str, dataset: str, version: int) -> ModelVersion | None:
     """The recorded version, with its artifact."""
     return registry.get_version(engine, model, dataset, version)
