@@ -91,7 +91,8 @@ def _rejected(error: Any, model: type[BaseModel], obj: Mapping[str, Any], foreig
     if kind == "string_pattern_mismatch":
         return Rejected("bad_field", PATTERN_MESSAGES[ctx["pattern"]].format(value=value))
     if kind in ("int_type", "greater_than_equal", "greater_than"):
-        return Rejected("bad_field", f"{where} must be {_int_rule(_limits(model, name))}, got {shown(value)}")
+        given = obj.get(name, value) if len(loc) == 1 else value
+        return Rejected("bad_field", f"{where} must be {_int_rule(_limits(model, name))}, got {shown(given)}")
     if kind in ("less_than_equal", "less_than"):
         shown_value = int_text(value) if isinstance(value, int) else shown(value)
         return Rejected("out_of_range", f"{where} must be at most {ctx.get('le', ctx.get('lt'))}, got {shown_value}")

@@ -11,13 +11,13 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, ClassVar, Literal, Mapping, Optional, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, PlainValidator, StringConstraints, Tag
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, PlainValidator, StringConstraints, Tag
 from pydantic import ValidationInfo
 
 from modelbus.messages.errors import PATTERN_MESSAGES, Rejected, int64_range_error
 from modelbus.messages.text import INT64_MAX, INT64_MIN, int_text, json_type
 from modelbus.messages.types import BUILD_COMMANDS, COMMANDS, DEFAULT_DATASET, MODEL_KINDS
-from modelbus.messages.values import MAX_VALUES, NUMBER, SPACE, parse_values
+from modelbus.messages.values import MAX_VALUES, PLAIN_NUMBER, SPACE, parse_values
 
 MAX_ID_CHARS = 128
 # Versions live in the registry's INT columns; a larger one would fail every apply (MySQL 1264).
@@ -51,8 +51,22 @@ Dataset = Annotated[
 ]
 ModelKind = Annotated[Literal[MODEL_KINDS], Field(description="Model kind.")]  # type: ignore[valid-type]
 BuildName = Literal[tuple(BUILD_COMMANDS)]  # type: ignore[valid-type]
-Version = Annotated[int, Field(ge=1, le=VERSION_MAX, description="Model version (1, 2, ...).")]
+
+
+def _integral(value: Any) -> Any:
+    # JSON has one number type and JSON Schema calls 2.0 an integer: take it as 2.
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return value
+
+
+Version = Annotated[int, Field(ge=1, le=VERSION_MAX, description="Model version (1, 2, ...)."), BeforeValidator(_integral)]
 RequestId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS)]
+
+
+# What str.strip() strips, as a regex class the JSON Schema can carry (\s differs between engines).
+_WHITESPACE = "".join(f"\\u{ord(c):04x}" for c in map(chr, range(0x10000)) if c.isspace())
+ID_PATTERN = rf"^[^{_WHITESPACE}](?:[\s\S]*[^{_WHITESPACE}])?$"
 
 
 def _event_id(value: str, info: ValidationInfo) -> str:
@@ -70,7 +84,8 @@ EventId = Annotated[
     AfterValidator(_event_id),
     Field(description="Idempotency key: a second event with the same id is a duplicate and is not stored again. "
                       "No leading or trailing whitespace; ids starting with 'auto-promote:' are reserved.",
-          json_schema_extra={"pattern": r"^\S(?:[\s\S]*\S)?$"}),
+          json_schema_extra={"pattern": ID_PATTERN,
+                             "not": {"anyOf": [{"pattern": f"^{prefix}"} for prefix in RESERVED_ID_PREFIXES]}}),
 ]
 
 
@@ -90,9 +105,8 @@ def _ts(value: Any, info: ValidationInfo) -> Any:
 
 Timestamp = Annotated[
     Any,
-    PlainValidator(_ts, json_schema_input_type=Union[
-        Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)], float, Annotated[str, StringConstraints(max_length=64)]]),
-    Field(description="Event time, kept as given."),
+    PlainValidator(_ts, json_schema_input_type=Union[float, Annotated[str, StringConstraints(max_length=64)]]),
+    Field(description="Event time, kept as given: a string, or a finite number (an integer within signed 64-bit)."),
 ]
 
 
@@ -100,16 +114,16 @@ def csv_pattern(min_values: int) -> str:
     """The pattern of a CSV payload of at least `min_values` numbers, as the JSON Schema shows it.
 
     Narrower than what the parser reads (an integer part of at most 18 digits, an exponent of at
-    most two), so that every string it admits is accepted: the parser's exact rule (finite, and an
-    integer within int64) is not a regular language.
+    most two digits), so that every string it admits is accepted: the parser's exact rule (finite,
+    and an integer within int64) is not a regular language.
     """
-    number = r"[+-]?(?:[0-9]{1,18}(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,2})?"
-    return rf"^{SPACE}{number}{SPACE}(?:,{SPACE}{number}{SPACE}){{{min_values - 1},}}$"
+    return rf"^{SPACE}{PLAIN_NUMBER}{SPACE}(?:,{SPACE}{PLAIN_NUMBER}{SPACE}){{{min_values - 1},}}$"
 
 
 def _payload_schema(min_values: int) -> Any:
-    number = Union[Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)], float,
-                   Annotated[str, StringConstraints(pattern=rf"^{SPACE}{NUMBER}{SPACE}$")]]
+    # JSON Schema cannot tell an integer literal (bounded by int64) from a float one (bounded by
+    # double): "number" it is, and the descriptions say the rest.
+    number = Union[float, Annotated[str, StringConstraints(pattern=rf"^{SPACE}{PLAIN_NUMBER}{SPACE}$")]]
     return Union[
         Annotated[str, StringConstraints(pattern=csv_pattern(min_values)),
                   Field(description="Values as CSV, e.g. \"3,4,5\".")],
@@ -222,7 +236,7 @@ class BuildCommand(_Event):
 
     type: Literal["command"]
     payload: BuildName  # type: ignore[valid-type]
-    params: Annotated[Optional[dict[str, Any]], PlainValidator(_params, json_schema_input_type=dict[str, Any])] = Field(
+    params: Annotated[Optional[dict[str, Any]], PlainValidator(_params, json_schema_input_type=Optional[dict[str, Any]])] = Field(
         None, description="Build params, checked by the builder when it runs (a bad one fails the build, "
                           "the event is stored): see /api/schemas/mlp_params, slr_params, linear_params.")
 
