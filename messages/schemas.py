@@ -295,9 +295,10 @@ class PredictionRequest(Message):
 
 
 class Answer(BaseModel):
-    """A message modelbus writes (documented, not validated on the way out)."""
+    """A message modelbus writes: documented (its JSON Schema lists every key it may have), and
+    checked against what the writers produce by the tests, not on the way out."""
 
-    model_config = ConfigDict(populate_by_name=True)
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
 
 
 class ErrorDetail(Answer):
