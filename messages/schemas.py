@@ -11,12 +11,22 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, ClassVar, Literal, Mapping, Optional, Union
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, PlainValidator, StringConstraints, Tag
-from pydantic import ValidationInfo
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PlainValidator,
+    StringConstraints,
+    Tag,
+    ValidationInfo,
+)
 
 from modelbus.messages.errors import PATTERN_MESSAGES, Rejected, int64_range_error
 from modelbus.messages.text import INT64_MAX, INT64_MIN, int_text, json_type
-from modelbus.messages.types import BUILD_COMMANDS, COMMANDS, DEFAULT_DATASET, MODEL_KINDS
+from modelbus.messages.types import BUILD_COMMANDS, COMMANDS, MODEL_KINDS
 from modelbus.messages.values import MAX_VALUES, PLAIN_NUMBER, SPACE, parse_values
 
 MAX_ID_CHARS = 128

@@ -362,3 +362,26 @@ def test_the_fast_decoder_gives_what_the_strict_one_gives(text):
     """orjson plus the byte counts must accept exactly what the strict decoder accepts, with the same values."""
     raw = text.encode()
     assert _outcome(loads, raw) == _outcome(strict_loads, raw)
+
+
+# -- rules the declarations made exact ---------------------------------------------------------
+
+
+def test_a_version_written_as_an_integral_float_is_that_version():
+    # JSON Schema calls 2.0 an integer, so the document promises it is accepted.
+    assert parse_event_obj({"type": "command", "payload": "promote", "model": "mlp", "version": 2.0}).version == 2
+    assert parse_request(b'{"model":"mlp","payload":"1","version":3.0}').version == 3
+    error = rejected(parse_request, b'{"model":"mlp","payload":"1","version":2.5}')
+    assert (error.code, error.message) == ("bad_field", "field 'version' must be a positive integer, got 2.5")
+
+
+@pytest.mark.parametrize("payload", ["\u0663,\u0664", "1,\u20032", "\uff11,2"])
+def test_numbers_are_ascii(payload):
+    # float() reads other scripts' digits and spaces; the document's pattern does not, nor do we.
+    assert rejected(parse_values, payload).code == "not_numeric"
+
+
+def test_a_dataset_name_ends_where_it_ends():
+    # A regex's $ also matches before a final newline: "abc\n" was taken as a dataset name.
+    error = rejected(parse_event_obj, {"type": "training", "payload": "1,2", "dataset": "abc\n"})
+    assert (error.code, error.message[:14]) == ("bad_field", "dataset 'abc\n'")
