@@ -1,4 +1,4 @@
-"""The Flask app: the seed's routes, the JSON API, health, metrics and the OpenAPI document."""
+"""The Flask app: the seed's routes, the JSON API, health, metrics, the OpenAPI document and message schemas."""
 from __future__ import annotations
 
 import time
@@ -7,7 +7,7 @@ from flask import Flask, Response, g, request
 
 from modelbus.api.context import BATCH_BODY_FACTOR, EXTENSION, ApiParts
 from modelbus.api.errors import register_error_handlers
-from modelbus.api.routes import events, models, ops, predict
+from modelbus.api.routes import events, models, ops, predict, schemas
 
 
 def create_app(parts: ApiParts) -> Flask:
@@ -38,6 +38,6 @@ def create_app(parts: ApiParts) -> Flask:
         return response
 
     register_error_handlers(flask_app)
-    for blueprint in (predict.bp, events.bp, models.bp, ops.bp):
+    for blueprint in (predict.bp, events.bp, models.bp, ops.bp, schemas.bp):
         flask_app.register_blueprint(blueprint)
     return flask_app

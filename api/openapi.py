@@ -1,259 +1,234 @@
-"""The OpenAPI 3 document of the HTTP API (a test checks it against the app's routes)."""
+"""The OpenAPI 3.1 document of the HTTP API, generated from the declared messages and query models
+(a test checks it against the app's routes, and schemathesis checks the server against it)."""
 from __future__ import annotations
 
-from typing import Any
+from functools import lru_cache
+from typing import Any, Union
 
-from modelbus.messages.types import BUILD_COMMANDS, MODEL_KINDS
+from pydantic import BaseModel, TypeAdapter
 
-_ERROR = {"$ref": "#/components/schemas/Error"}
+from modelbus.api.assets import ASSETS
+from modelbus.api.schemas import names as schema_names
+from modelbus.messages import http
+from modelbus.messages.schemas import (
+    Event,
+    ErrorAnswer,
+    ModelKind,
+    Prediction,
+    PredictionError,
+    PredictionRequest,
+    csv_pattern,
+)
+from modelbus.messages.types import BUILD_COMMANDS
 
-
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-def _errors(*statuses: int) -> dict[str, Any]:
-    text = {
-        400: "Invalid input (code says which rule)",
-        401: "Missing or wrong bearer token",
-        404: "Unknown model, version or dataset",
-        413: "Body too large",
-        503: "Model or database unavailable",
-    }
-    return {str(s): _json(_ERROR, text[s]) for s in statuses}
-
-
-def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
-
-
-def _path(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "description": description, "schema": schema or {"type": "string"}}
-
-
-_PAGE = [
-    _query("after", "Return items after this cursor (position or id); use `next` of the previous page.",
-           {"type": "integer", "minimum": 0, "default": 0}),
-    _query("limit", "Page size.", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}),
-]
-_BEARER = [{"bearer": []}]
+REF = "#/components/schemas/{model}"
+_WHY = {
+    400: "Invalid input: the code says which rule",
+    401: "Missing or wrong bearer token",
+    404: "Unknown model, version, dataset or name",
+    413: "Body too large",
+    503: "The database, the broker or a model is unavailable",
+}
 
 
-def openapi_document() -> dict[str, Any]:
-    """The document served at /openapi.json and /swagger.json."""
-    model_param = _path("model", "Model kind.", {"type": "string", "enum": list(MODEL_KINDS)})
+class _Components:
+    """Component schemas gathered while the document refers to them."""
+
+    def __init__(self) -> None:
+        self.schemas: dict[str, Any] = {}
+
+    def schema(self, tp: Any, mode: str = "serialization") -> dict[str, Any]:
+        """A $ref to tp's component schema (a model), or tp's own schema with its parts as components."""
+        schema = TypeAdapter(tp).json_schema(mode=mode, ref_template=REF)  # type: ignore[arg-type]
+        self.schemas.update(schema.pop("$defs", {}))
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            self.schemas[tp.__name__] = schema
+            return {"$ref": REF.format(model=tp.__name__)}
+        return schema
+
+    def json(self, tp: Any, description: str) -> dict[str, Any]:
+        """A JSON response of type tp."""
+        return {"description": description, "content": {"application/json": {"schema": self.schema(tp)}}}
+
+    def errors(self, *statuses: int, answer: Any = ErrorAnswer) -> dict[str, Any]:
+        """The error responses of an operation."""
+        return {str(status): self.json(answer, _WHY[status]) for status in statuses}
+
+    def query(self, model: type[BaseModel]) -> list[dict[str, Any]]:
+        """The query parameters of a model: optional, with their real bounds."""
+        props = model.model_json_schema(ref_template=REF)
+        self.schemas.update(props.pop("$defs", {}))
+        params = []
+        for name, field in model.model_fields.items():
+            prop = dict(props["properties"][name])
+            # A query parameter is absent rather than null.
+            prop = next((b for b in prop.pop("anyOf", []) if b.get("type") != "null"), None) or prop
+            prop.pop("title", None)
+            if field.default is not None:
+                prop["default"] = field.default
+            params.append({"name": name, "in": "query", "required": False, "description": field.description or "",
+                           "schema": prop})
+        return params
+
+
+def _path(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "description": description, "schema": schema}
+
+
+def _body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+# Any JSON value: a list body is decoded whole (an integer beyond signed 64-bit anywhere refuses
+# it, which JSON Schema cannot tell from a float), then each element is parsed and answered on its own.
+_JSON_VALUE = {"anyOf": [
+    {"type": "null"}, {"type": "boolean"}, {"type": "string"}, {"type": "number"},
+    {"type": "array", "items": {"$ref": REF.format(model="JsonValue")}},
+    {"type": "object", "additionalProperties": {"$ref": REF.format(model="JsonValue")}},
+]}
+
+
+def _one_or_many(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"oneOf": [schema, {"type": "array", "minItems": 1, "description": description,
+                               "items": {"$ref": REF.format(model="JsonValue")}}]}
+
+
+@lru_cache(maxsize=2)
+def openapi_document(token_required: bool = False) -> dict[str, Any]:
+    """The document served at /openapi.json and /swagger.json; write routes need the token when one is set."""
+    c = _Components()
+    security = {"security": [{"bearer": []}]} if token_required else {}
+    auth = (401,) if token_required else ()
+    model_param = _path("model", "Model kind.", TypeAdapter(ModelKind).json_schema())
+    predict_errors = c.errors(400, 404, 503, answer=Union[PredictionError, ErrorAnswer])
     paths: dict[str, Any] = {
-        "/api/predict/{model}/{csv}": {
-            "get": {
-                "summary": "Predict one row (the seed's route)",
-                "tags": ["seed"],
-                "parameters": [
-                    model_param,
-                    _path("csv", "Feature values, comma separated (e.g. 3,4,5)."),
-                    _query("dataset", "Dataset (default 'default').", {"type": "string"}),
-                    _query("version", "Pin a model version instead of production.", {"type": "integer", "minimum": 1}),
-                    _query("id", "Request id echoed in the answer.", {"type": "string"}),
-                ],
-                "responses": {"200": _json({"$ref": "#/components/schemas/Prediction"}, "The prediction"),
-                              **_errors(400, 404, 503)},
-            }
-        },
-        "/api/predict": {
-            "post": {
-                "summary": "Predict one request or a list of requests",
-                "description": "One request object answers one prediction (or an error with a 4xx status). A JSON "
-                               "array answers an array in the same order, with a per-item `error` for bad items. "
-                               "Requests are validated exactly as on prediction_request_topic.",
-                "tags": ["predict"],
-                "requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": [
-                    {"$ref": "#/components/schemas/PredictionRequest"},
-                    {"type": "array", "items": {"$ref": "#/components/schemas/PredictionRequest"}, "minItems": 1},
-                ]}}}},
-                "responses": {
-                    "200": _json({"oneOf": [
-                        {"$ref": "#/components/schemas/Prediction"},
-                        {"type": "array", "items": {"oneOf": [{"$ref": "#/components/schemas/Prediction"},
-                                                              {"$ref": "#/components/schemas/PredictionError"}]}},
-                    ]}, "The prediction(s)"),
-                    **_errors(400, 404, 413, 503),
-                },
-            }
-        },
+        "/api/predict/{model}/{csv}": {"get": {
+            "summary": "Predict one row (the seed's route)",
+            "tags": ["seed"],
+            "parameters": [
+                model_param,
+                _path("csv", "Feature values, comma separated (e.g. 3,4,5).",
+                      {"type": "string", "pattern": csv_pattern(1)}),
+                *c.query(http.PredictQuery),
+            ],
+            "responses": {"200": c.json(Prediction, "The prediction"), **predict_errors},
+        }},
+        "/api/predict": {"post": {
+            "summary": "Predict one request or a list of requests",
+            "description": "One request object answers one prediction (or an error with a 4xx status). A JSON "
+                           "array answers an array in the same order, with a per-item `error` for bad items. "
+                           "Requests are validated exactly as on prediction_request_topic.",
+            "tags": ["predict"],
+            "requestBody": _body(_one_or_many(c.schema(PredictionRequest, "validation"),
+                                              "Each element is a prediction request, answered on its own.")),
+            "responses": {
+                "200": c.json(Union[Prediction, list[Union[Prediction, PredictionError]]], "The prediction(s)"),
+                **predict_errors, **c.errors(413),
+            },
+        }},
         "/api/events": {
             "post": {
                 "summary": "Post one event or a list of events (training records and commands)",
+                "description": "A rejected single event is answered with its error and kept as a dead letter; "
+                               "in a list each event gets its own outcome.",
                 "tags": ["events"],
-                "security": _BEARER,
-                "requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": [
-                    {"$ref": "#/components/schemas/Event"},
-                    {"type": "array", "items": {"$ref": "#/components/schemas/Event"}, "minItems": 1},
-                ]}}}},
+                **security,
+                "requestBody": _body(_one_or_many(c.schema(Event, "validation"),
+                                                  "Each element is an event, with its own outcome.")),
                 "responses": {
-                    "202": _json({"oneOf": [{"$ref": "#/components/schemas/Outcome"},
-                                            {"type": "array", "items": {"$ref": "#/components/schemas/Outcome"}}]},
-                                 "Accepted into the log (embedded) or queued on event_topic (Kafka)"),
-                    **_errors(400, 401, 413, 503),
+                    "202": c.json(Union[http.Outcome, list[http.Outcome]],
+                                  "Accepted into the log (embedded) or queued on event_topic (Kafka)"),
+                    **c.errors(400, *auth, 404, 413, 503),
                 },
             },
             "get": {
                 "summary": "Read the log, oldest first",
                 "tags": ["events"],
-                "parameters": [*_PAGE, _query("type", "training or command", {"type": "string", "enum": ["training", "command"]}),
-                               _query("name", "Event name (training, build_mlp, promote, ...)", {"type": "string"}),
-                               _query("dataset", "Dataset", {"type": "string"})],
-                "responses": {"200": _json({"$ref": "#/components/schemas/EventPage"}, "A page of events"),
-                              **_errors(400, 503)},
+                "parameters": c.query(http.EventQuery),
+                "responses": {"200": c.json(http.EventPage, "A page of events"), **c.errors(400, 503)},
             },
         },
-        "/api/errors": {
-            "get": {
-                "summary": "Dead letters: rejected messages with their reasons, oldest first",
-                "tags": ["events"],
-                "parameters": _PAGE,
-                "responses": {"200": _json({"$ref": "#/components/schemas/ErrorPage"}, "A page of dead letters"),
-                              **_errors(400, 503)},
-            }
-        },
-        "/api/models": {
-            "get": {
-                "summary": "Every model and dataset with its production version",
-                "tags": ["models"],
-                "responses": {"200": _json({"type": "object"}, "Models"), **_errors(503)},
-            }
-        },
-        "/api/models/{model}": {
-            "get": {
-                "summary": "Versions (metrics, params, lineage) and build attempts of one model",
-                "tags": ["models"],
-                "parameters": [model_param, _query("dataset", "Only this dataset", {"type": "string"}),
-                               _query("builds", "How many build attempts to list", {"type": "integer", "default": 50})],
-                "responses": {"200": _json({"type": "object"}, "The model"), **_errors(400, 404, 503)},
-            }
-        },
-        "/healthz": {
-            "get": {
-                "summary": "Liveness and database reachability",
-                "tags": ["operations"],
-                "responses": {"200": _json({"type": "object"}, "Healthy"), **_errors(503)},
-            }
-        },
-        "/metrics": {
-            "get": {
-                "summary": "Prometheus metrics",
-                "tags": ["operations"],
-                "responses": {"200": {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}},
-            }
-        },
-        "/openapi.json": {
-            "get": {"summary": "This document", "tags": ["operations"],
-                    "responses": {"200": _json({"type": "object"}, "OpenAPI 3 document")}}
-        },
-        "/swagger.json": {
-            "get": {"summary": "This document (the seed's name for it)", "tags": ["operations"],
-                    "responses": {"200": _json({"type": "object"}, "OpenAPI 3 document")}}
-        },
+        "/api/errors": {"get": {
+            "summary": "Dead letters: refused messages with their reasons, oldest first",
+            "tags": ["events"],
+            "parameters": c.query(http.PageQuery),
+            "responses": {"200": c.json(http.ErrorPage, "A page of dead letters"), **c.errors(400, 503)},
+        }},
+        "/api/models": {"get": {
+            "summary": "Every model and dataset with its production version",
+            "tags": ["models"],
+            "responses": {"200": c.json(http.ModelList, "Models"), **c.errors(503)},
+        }},
+        "/api/models/{model}": {"get": {
+            "summary": "Versions (metrics, params, lineage) and build attempts of one model",
+            "tags": ["models"],
+            "parameters": [model_param, *c.query(http.ModelQuery)],
+            "responses": {"200": c.json(http.ModelDetail, "The model"), **c.errors(400, 404, 503)},
+        }},
+        "/api/schemas": {"get": {
+            "summary": "The names of the messages whose JSON Schema /api/schemas/{name} serves",
+            "tags": ["schemas"],
+            "responses": {"200": c.json(http.SchemaList, "Message names")},
+        }},
+        "/api/schemas/{name}": {"get": {
+            "summary": "The JSON Schema of one message (events, requests, answers, dead letters, build params)",
+            "tags": ["schemas"],
+            "parameters": [_path("name", "Message name, as /api/schemas lists them.",
+                                 {"type": "string", "enum": schema_names()})],
+            "responses": {"200": {"description": "A JSON Schema (draft 2020-12)",
+                                  "content": {"application/json": {"schema": {"type": "object"}}}},
+                          **c.errors(404)},
+        }},
+        "/healthz": {"get": {
+            "summary": "Liveness and database reachability",
+            "tags": ["operations"],
+            "responses": {"200": c.json(http.Health, "Healthy"), **c.errors(503)},
+        }},
+        "/metrics": {"get": {
+            "summary": "Prometheus metrics",
+            "tags": ["operations"],
+            "responses": {"200": {"description": "Prometheus text format",
+                                  "content": {"text/plain": {"schema": {"type": "string"}}}}},
+        }},
+        "/docs": {"get": {
+            "summary": "Swagger UI for this document",
+            "tags": ["operations"],
+            "responses": {"200": {"description": "An HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}},
+        }},
+        "/docs/{asset}": {"get": {
+            "summary": "A file of Swagger UI",
+            "tags": ["operations"],
+            "parameters": [_path("asset", "File name.", {"type": "string", "enum": sorted(ASSETS)})],
+            "responses": {"200": {"description": "The file",
+                                  "content": {mime: {"schema": {"type": "string"}} for mime in sorted(set(ASSETS.values()))}},
+                          **c.errors(404)},
+        }},
     }
+    for name in ("/openapi.json", "/swagger.json"):
+        paths[name] = {"get": {"summary": "This document" + (" (the seed's name for it)" if "swagger" in name else ""),
+                               "tags": ["operations"],
+                               "responses": {"200": {"description": "OpenAPI 3.1 document",
+                                                     "content": {"application/json": {"schema": {"type": "object"}}}}}}}
     for command, kind in BUILD_COMMANDS.items():
-        paths[f"/api/{command}"] = {
-            "get": {
-                "summary": f"Queue a {command} command (the seed's route)",
-                "tags": ["seed"],
-                "security": _BEARER,
-                "parameters": [_query("dataset", "Dataset to build (default 'default').", {"type": "string"})],
-                "responses": {"202": _json({"$ref": "#/components/schemas/Outcome"}, f"The {kind} build is queued"),
-                              **_errors(400, 401, 503)},
-            }
-        }
-    number_list = {"oneOf": [{"type": "string", "example": "3,4,5"}, {"type": "array", "items": {"type": "number"}}]}
-    schemas = {
-        "ErrorDetail": {
-            "type": "object",
-            "required": ["code", "message"],
-            "properties": {"code": {"type": "string", "example": "wrong_feature_count"}, "message": {"type": "string"}},
-        },
-        "Error": {"type": "object", "required": ["error"], "properties": {"error": {"$ref": "#/components/schemas/ErrorDetail"}}},
-        "PredictionRequest": {
-            "type": "object",
-            "required": ["model", "payload"],
-            "additionalProperties": False,
-            "properties": {
-                "model": {"type": "string", "enum": list(MODEL_KINDS)},
-                "payload": number_list,
-                "id": {"type": "string", "maxLength": 128},
-                "dataset": {"type": "string", "default": "default"},
-                "version": {"type": "integer", "minimum": 1},
-            },
-        },
-        "Prediction": {
-            "type": "object",
-            "required": ["id", "model", "dataset", "version", "input", "result", "accuracy", "modelid", "prediction-date"],
-            "properties": {
-                "id": {"type": "string"},
-                "model": {"type": "string"},
-                "dataset": {"type": "string"},
-                "version": {"type": "integer"},
-                "input": {"type": "string"},
-                "result": {"type": "number"},
-                "accuracy": {"type": "number", "description": "Main metric of the version (accuracy for mlp, R² otherwise)"},
-                "modelid": {"type": "string", "format": "uuid"},
-                "prediction-date": {"type": "string", "example": "2026-11-23 10:00:00"},
-                "probabilities": {"type": "array", "items": {"type": "number"}, "description": "mlp only, in class order"},
-                "label": {"type": "string", "description": "Label name, when the dataset declares labels"},
-            },
-        },
-        "PredictionError": {
-            "type": "object",
-            "required": ["id", "error"],
-            "properties": {"id": {"type": "string", "nullable": True}, "error": {"$ref": "#/components/schemas/ErrorDetail"}},
-        },
-        "Event": {
-            "type": "object",
-            "required": ["type", "payload"],
-            "properties": {
-                "type": {"type": "string", "enum": ["training", "command"]},
-                "payload": {"oneOf": [number_list, {"type": "string", "enum": [*BUILD_COMMANDS, "promote"]}]},
-                "id": {"type": "string", "maxLength": 128},
-                "dataset": {"type": "string"},
-                "params": {"type": "object"},
-                "model": {"type": "string"},
-                "version": {"type": "integer"},
-                "ts": {"oneOf": [{"type": "number"}, {"type": "string"}]},
-            },
-        },
-        "Outcome": {
-            "type": "object",
-            "required": ["status"],
-            "properties": {
-                "status": {"type": "string", "enum": ["accepted", "duplicate", "queued", "rejected"]},
-                "id": {"type": "string"},
-                "position": {"type": "integer"},
-                "error": {"$ref": "#/components/schemas/ErrorDetail"},
-            },
-        },
-        "EventPage": {
-            "type": "object",
-            "properties": {"events": {"type": "array", "items": {"type": "object"}},
-                           "next": {"type": "integer", "nullable": True, "description": "`after` of the next page; null at the end"},
-                           "head": {"type": "integer"}},
-        },
-        "ErrorPage": {
-            "type": "object",
-            "properties": {"errors": {"type": "array", "items": {"type": "object"}},
-                           "next": {"type": "integer", "nullable": True},
-                           "total": {"type": "integer"}},
-        },
-    }
+        paths[f"/api/{command}"] = {"get": {
+            "summary": f"Queue a {command} command (the seed's route)",
+            "tags": ["seed"],
+            **security,
+            "parameters": c.query(http.BuildQuery),
+            "responses": {"202": c.json(http.Outcome, f"The {kind} build is queued"), **c.errors(400, *auth, 503)},
+        }}
     return {
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",
         "info": {
             "title": "modelbus",
             "version": "0.1.0",
             "description": "Event-sourced command bus for ML models: post events, build models, get predictions. "
-                           "Every error is JSON {\"error\": {\"code\", \"message\"}}.",
+                           "Every error is JSON {\"error\": {\"code\", \"message\"}}. The JSON Schema of each "
+                           "message is at /api/schemas/{name}.",
         },
         "paths": paths,
         "components": {
-            "schemas": schemas,
+            "schemas": dict(sorted({**c.schemas, "JsonValue": _JSON_VALUE}.items())),
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                            "description": "Needed by write routes when MODELBUS_API_TOKEN is set"}},
         },

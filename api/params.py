@@ -1,18 +1,20 @@
-"""Reading a request: bounded integer query parameters, the body with its size limit, the bearer token."""
+"""Reading a request: query parameters through their declared models, the body with its size limit, the bearer token."""
 from __future__ import annotations
 
 import hmac
 import re
-from typing import Any
+from functools import lru_cache
+from typing import Any, TypeVar
 
 from flask import request
+from pydantic import BaseModel, ValidationError
 
 from modelbus.api.context import BATCH_BODY_FACTOR
 from modelbus.api.errors import ApiError
-from modelbus.messages.parse import INT64_MAX, INT64_MIN, shorten
+from modelbus.messages.errors import PATTERN_MESSAGES
+from modelbus.messages.text import INT64_MAX, INT64_MIN, shorten
 
-MAX_PAGE = 1000
-DEFAULT_PAGE = 100
+Q = TypeVar("Q", bound=BaseModel)
 _QUERY_INT_RE = re.compile(r"[+-]?[0-9]+")
 
 
@@ -28,17 +30,48 @@ def query_int(name: str, value: str) -> int | None:
     return int(value)
 
 
-def int_arg(name: str, default: int, low: int, high: int) -> int:
-    """The integer query parameter `name` within [low, high], or `default` when absent."""
-    value = request.args.get(name)
-    if value is None or value == "":
-        return default
-    number = query_int(name, value)
-    if number is None:
-        raise ApiError("bad_param", f"query parameter '{name}' must be an integer, got '{shorten(value, 40)}'")
-    if not low <= number <= high:
-        raise ApiError("bad_param", f"query parameter '{name}' must be between {low} and {high}, got {number}")
-    return number
+def query(model: type[Q]) -> Q:
+    """The request's query parameters read through `model`: 400 bad_param (or out_of_range) naming the first bad one."""
+    values: dict[str, Any] = {}
+    for name, field in model.model_fields.items():
+        value = request.args.get(name)
+        if value is None:
+            continue
+        if _schema(model)[name].get("type") == "integer":
+            number = query_int(name, value)
+            if number is None:
+                raise ApiError("bad_param", f"query parameter '{name}' must be an integer, got '{shorten(value, 40)}'")
+            values[name] = number
+        else:
+            values[name] = value
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise ApiError("bad_param", _message(model, str(error["loc"][0]), error)) from None
+
+
+def _message(model: type[BaseModel], name: str, error: Any) -> str:
+    value, kind, ctx = error.get("input"), error["type"], error.get("ctx") or {}
+    rule = _schema(model)[name]
+    if "minimum" in rule and "maximum" in rule and kind in ("greater_than_equal", "less_than_equal"):
+        return f"query parameter '{name}' must be between {rule['minimum']} and {rule['maximum']}, got {value}"
+    if kind == "literal_error":
+        return f"query parameter '{name}' must be one of {', '.join(rule['enum'])}, got '{shorten(str(value), 40)}'"
+    if kind in ("string_too_short", "string_too_long"):
+        return f"query parameter '{name}' must have 1 to {rule.get('maxLength')} characters, got {len(value)}"
+    if kind == "string_pattern_mismatch":
+        return PATTERN_MESSAGES[ctx["pattern"]].format(value=shorten(str(value), 40))
+    return f"query parameter '{name}': {error['msg']}"
+
+
+@lru_cache(maxsize=None)
+def _schema(model: type[BaseModel]) -> dict[str, dict[str, Any]]:
+    """Each field's JSON Schema, its non-null branch when it may be null."""
+    fields = {}
+    for name, prop in model.model_json_schema()["properties"].items():
+        fields[name] = next((b for b in prop.get("anyOf", [prop]) if b.get("type") != "null"), prop)
+    return fields
 
 
 def version_arg(value: str) -> Any:

@@ -5,13 +5,13 @@ import abc
 import importlib
 import importlib.metadata
 import json
-import math
 import platform
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Annotated, Any, Literal, Mapping, Sequence
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 KINDS: tuple[str, ...] = ("linear", "mlp", "slr")
 
@@ -148,12 +148,12 @@ class Builder(abc.ABC):
 
     kind: str
     main_metric: str
-    # The params a build of this kind accepts, with their defaults and checks.
-    params_spec: Mapping[str, Param]
+    # The params a build of this kind accepts, with their defaults and rules.
+    params_model: type[BuildParams]
 
     def validate_params(self, params: Mapping[str, Any] | None) -> dict:
         """The full effective params, or BuildError naming the first bad key."""
-        return validate(params, self.params_spec)
+        return validate(params, self.params_model)
 
     @abc.abstractmethod
     def fit(self, data: TrainingData, params: Mapping[str, Any] | None = None,
@@ -178,27 +178,54 @@ def get_builder(kind: str) -> Builder:
 
 # --- parameters -------------------------------------------------------------------------
 
-Check = Callable[[str, Any], Any]
+class BuildParams(BaseModel):
+    """The params of one kind of build, declared once: validation, defaults and /api/schemas/<kind>_params.
+
+    Each field's description is the rule a value breaks ("params.lr must be <description>").
+    Fields are declared in alphabetical order, the order their rules are checked in.
+    """
+
+    model_config = ConfigDict(strict=True, extra="forbid")
 
 
-@dataclass(frozen=True)
-class Param:
-    """One build parameter: its default and the check that validates and normalises a value."""
-
-    default: Any
-    check: Check
+def integer(low: int, high: int, what: str | None = None) -> Any:
+    """An integer field in [low, high]."""
+    return Annotated[int, Field(ge=low, le=high, description=what or f"an integer between {low} and {high}")]
 
 
-def validate(params: Mapping[str, Any] | None, spec: Mapping[str, Param]) -> dict:
-    """params checked against spec, with every missing key set to its default."""
+PositiveNumber = Annotated[float, Field(gt=0, allow_inf_nan=False, description="a positive number")]
+NonNegativeNumber = Annotated[float, Field(ge=0, allow_inf_nan=False, description="a non-negative number")]
+Fraction = Annotated[float, Field(gt=0, lt=1, description="a number strictly between 0 and 1")]
+Seed = integer(0, 2**63 - 1, "a non-negative integer")
+
+
+def one_of(*choices: str) -> Any:
+    """A field taking one string out of choices."""
+    return Annotated[Literal[choices], Field(description=f"one of {', '.join(choices)}")]  # type: ignore[valid-type]
+
+
+def validate(params: Mapping[str, Any] | None, model: type[BuildParams]) -> dict:
+    """params checked against model, with every missing key set to its default, keys sorted."""
     if params is None:
         params = {}
     if not isinstance(params, Mapping):
         raise BuildError(f"params must be a JSON object, got {shown(params)}")
-    for key in params:
-        if key not in spec:
-            raise BuildError(f"params: unknown key {key!r} (known: {', '.join(sorted(spec))})")
-    return {key: p.check(key, params[key]) if key in params else p.default for key, p in sorted(spec.items())}
+    try:
+        checked = model.model_validate(dict(params))
+    except ValidationError as exc:
+        raise _params_error(exc, model, params) from None
+    return dict(sorted(checked.model_dump().items()))
+
+
+def _params_error(exc: ValidationError, model: type[BuildParams], params: Mapping[str, Any]) -> BuildError:
+    """The BuildError naming the first bad key: an unknown one, else the first in alphabetical order."""
+    errors = exc.errors()
+    unknown = [str(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden"]
+    if unknown:
+        key = next(k for k in params if k in unknown)
+        return BuildError(f"params: unknown key {key!r} (known: {', '.join(sorted(model.model_fields))})")
+    name = min(str(e["loc"][0]) for e in errors)
+    return BuildError(f"params.{name} must be {model.model_fields[name].description}, got {shown(params[name])}")
 
 
 def shown(value: Any) -> str:
@@ -207,63 +234,6 @@ def shown(value: Any) -> str:
         return json.dumps(value, allow_nan=True)
     except (TypeError, ValueError):
         return repr(value)
-
-
-def _is_int(value: Any) -> bool:
-    # bool is an int in Python but `true` is never a valid count.
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
-def _is_number(value: Any) -> bool:
-    return (_is_int(value) or isinstance(value, (float, np.floating))) and math.isfinite(value)
-
-
-def integer(low: int, high: int, what: str | None = None) -> Check:
-    """A check for an integer in [low, high]."""
-    what = what or f"an integer between {low} and {high}"
-
-    def check(name: str, value: Any) -> int:
-        if not _is_int(value) or not low <= value <= high:
-            raise BuildError(f"params.{name} must be {what}, got {shown(value)}")
-        return int(value)
-
-    return check
-
-
-def positive_number(name: str, value: Any) -> float:
-    """Check for a finite number > 0."""
-    if not _is_number(value) or value <= 0:
-        raise BuildError(f"params.{name} must be a positive number, got {shown(value)}")
-    return float(value)
-
-
-def non_negative_number(name: str, value: Any) -> float:
-    """Check for a finite number >= 0."""
-    if not _is_number(value) or value < 0:
-        raise BuildError(f"params.{name} must be a non-negative number, got {shown(value)}")
-    return float(value)
-
-
-def fraction(name: str, value: Any) -> float:
-    """Check for a number strictly between 0 and 1."""
-    if not _is_number(value) or not 0 < value < 1:
-        raise BuildError(f"params.{name} must be a number strictly between 0 and 1, got {shown(value)}")
-    return float(value)
-
-
-def one_of(*choices: str) -> Check:
-    """A check for one string out of choices."""
-
-    def check(name: str, value: Any) -> str:
-        if not isinstance(value, str) or value not in choices:
-            raise BuildError(f"params.{name} must be one of {', '.join(choices)}, got {shown(value)}")
-        return value
-
-    return check
-
-
-SEED = Param(6, integer(0, 2**63 - 1, "a non-negative integer"))
-SPLIT = Param(0.65, fraction)
 
 
 # --- checks shared by the builders ------------------------------------------------------

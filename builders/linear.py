@@ -9,12 +9,12 @@ import numpy as np
 from sklearn.metrics import r2_score
 
 from modelbus.builders.base import (
-    SEED,
-    SPLIT,
     Builder,
+    BuildParams,
     BuildResult,
+    Fraction,
     Model,
-    Param,
+    Seed,
     TrainingData,
     dumps_canonical,
     loads_artifact,
@@ -23,7 +23,15 @@ from modelbus.builders.metrics import regression_metrics
 from modelbus.builders.split import holdout
 
 FORMAT = "modelbus.linear/1"
-PARAMS: dict[str, Param] = {"seed": SEED, "split": SPLIT}
+
+
+class LinearParams(BuildParams):
+    """The params of a linear build."""
+
+    seed: Seed = 6
+    split: Fraction = 0.65
+
+
 # R² on a single holdout row is undefined.
 MIN_TEST = 2
 
@@ -74,7 +82,7 @@ class LinearBuilder(Builder):
 
     kind = "linear"
     main_metric = "r2"
-    params_spec = PARAMS
+    params_model = LinearParams
 
     def fit(self, data: TrainingData, params: Mapping[str, Any] | None = None,
             stop: threading.Event | None = None) -> BuildResult:

@@ -12,30 +12,30 @@ import platform
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Iterator, Mapping
+from typing import Annotated, Any, Iterator, Mapping, Optional
 
 import numpy as np
 import safetensors.torch
 import torch
 import torch.nn.functional as F
+from pydantic import AfterValidator, Field
 
 from modelbus.builders.base import (
-    SEED,
-    SPLIT,
     Builder,
     BuildError,
+    BuildParams,
     BuildResult,
+    Fraction,
     Model,
-    Param,
+    NonNegativeNumber,
+    PositiveNumber,
+    Seed,
     TrainingData,
     check_stop,
     dumps_canonical,
     integer,
     library_versions,
-    non_negative_number,
     one_of,
-    positive_number,
-    shown,
 )
 from modelbus.builders.metrics import classification_metrics
 from modelbus.builders.split import holdout
@@ -57,37 +57,30 @@ FIT_THREADS = 1
 _FIT_LOCK = threading.Lock()
 
 
-def _hidden(name: str, value: Any) -> list[int]:
-    """Check for the list of hidden layer widths."""
-    ok = (isinstance(value, list) and len(value) <= MAX_LAYERS
-          and all(isinstance(w, int) and not isinstance(w, bool) and 1 <= w <= MAX_WIDTH for w in value))
-    if not ok:
-        raise BuildError(f"params.{name} must be a list of at most {MAX_LAYERS} integers between 1 and "
-                         f"{MAX_WIDTH}, got {shown(value)}")
-    return [int(w) for w in value]
-
-
-def _batch_size(name: str, value: Any) -> int:
-    """Check for the mini-batch size; 0 or null mean the whole train split in one batch."""
-    if value is None:
-        return 0
-    return integer(0, 2**31 - 1, "a non-negative integer (0 or null for full batch)")(name, value)
-
-
 # Defaults tuned on darcey.csv over 40 seeds: full-batch Adam with a little weight decay
 # reaches ~0.64 mean holdout accuracy (scikit-learn's MLPClassifier: ~0.62) and, unlike
 # weight_decay 0, does not drift down as epochs grow, so the result is robust to epochs.
 # Full batch keeps the cost of an epoch at one step, which is what makes 100k rows cheap.
-PARAMS: dict[str, Param] = {
-    "activation": Param("relu", one_of(*ACTIVATIONS)),
-    "batch_size": Param(0, _batch_size),
-    "epochs": Param(200, integer(1, 100_000)),
-    "hidden": Param([32, 32], _hidden),
-    "lr": Param(0.01, positive_number),
-    "seed": SEED,
-    "split": SPLIT,
-    "weight_decay": Param(0.02, non_negative_number),
-}
+class MlpParams(BuildParams):
+    """The params of an mlp build."""
+
+    activation: one_of(*ACTIVATIONS) = "relu"  # type: ignore[valid-type]
+    # 0 or null mean the whole train split in one batch.
+    batch_size: Annotated[
+        Optional[int],
+        Field(ge=0, le=2**31 - 1, description="a non-negative integer (0 or null for full batch)"),
+        AfterValidator(lambda value: value or 0),
+    ] = 0
+    epochs: integer(1, 100_000) = 200  # type: ignore[valid-type]
+    hidden: Annotated[
+        list[Annotated[int, Field(ge=1, le=MAX_WIDTH)]],
+        Field(max_length=MAX_LAYERS,
+              description=f"a list of at most {MAX_LAYERS} integers between 1 and {MAX_WIDTH}"),
+    ] = [32, 32]
+    lr: PositiveNumber = 0.01
+    seed: Seed = 6
+    split: Fraction = 0.65
+    weight_decay: NonNegativeNumber = 0.02
 
 
 def standardise(X: np.ndarray, mean: np.ndarray, std: np.ndarray) -> torch.Tensor:
@@ -269,7 +262,7 @@ class MlpBuilder(Builder):
 
     kind = "mlp"
     main_metric = "accuracy"
-    params_spec = PARAMS
+    params_model = MlpParams
 
     def fit(self, data: TrainingData, params: Mapping[str, Any] | None = None,
             stop: threading.Event | None = None) -> BuildResult:

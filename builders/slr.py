@@ -10,13 +10,13 @@ import numpy as np
 from sklearn.metrics import r2_score
 
 from modelbus.builders.base import (
-    SEED,
-    SPLIT,
     Builder,
     BuildError,
+    BuildParams,
     BuildResult,
+    Fraction,
     Model,
-    Param,
+    Seed,
     TrainingData,
     dumps_canonical,
     loads_artifact,
@@ -25,7 +25,15 @@ from modelbus.builders.metrics import regression_metrics
 from modelbus.builders.split import holdout
 
 FORMAT = "modelbus.slr/1"
-PARAMS: dict[str, Param] = {"seed": SEED, "split": SPLIT}
+
+
+class SlrParams(BuildParams):
+    """The params of an slr build."""
+
+    seed: Seed = 6
+    split: Fraction = 0.65
+
+
 # Two points always fit exactly; the standard errors need n - 2 > 0.
 MIN_TRAIN = 3
 # R² on a single holdout row is undefined.
@@ -84,7 +92,7 @@ class SlrBuilder(Builder):
 
     kind = "slr"
     main_metric = "r2"
-    params_spec = PARAMS
+    params_model = SlrParams
 
     def fit(self, data: TrainingData, params: Mapping[str, Any] | None = None,
             stop: threading.Event | None = None) -> BuildResult:

@@ -9,7 +9,7 @@ import pytest
 
 from modelbus.web import create_api as create_app
 from modelbus.builders import get_builder
-from conftest import empty_database
+from conftest import ROOT, empty_database
 from modelbus.db import registry
 from modelbus.db.engine import make_engine
 from modelbus.handlers.serving.predict import parse_item, predict_batch
@@ -475,7 +475,9 @@ def test_write_routes_need_the_bearer_token(secured):
 # -- OpenAPI --------------------------------------------------------------------------------
 
 
-def test_openapi_document_matches_the_routes(client):
+@pytest.mark.parametrize("secure", [False, True])
+def test_openapi_document_matches_the_routes(client, secured, secure):
+    client = secured if secure else client
     doc = client.get("/openapi.json").get_json()
     assert doc["openapi"].startswith("3.")
     assert client.get("/swagger.json").get_json() == doc
@@ -494,7 +496,8 @@ def test_openapi_document_matches_the_routes(client):
             names = {p["name"] for p in op.get("parameters", []) if p["in"] == "path"}
             assert names == set(re.findall(r"{(\w+)}", path)), path
             writes = method == "post" and path == "/api/events" or path.startswith("/api/build_")
-            assert ("security" in op) == writes, path
+            # Only a server with a token needs one.
+            assert ("security" in op) == (writes and secure), path
     refs = set(re.findall(r'"#/components/schemas/(\w+)"', json.dumps(doc)))
     assert refs <= set(doc["components"]["schemas"])
 
@@ -537,3 +540,54 @@ def test_a_broker_that_is_down_is_a_503_not_a_500(tmp_path):
     finally:
         flask_app.extensions["modelbus"].close()
         application.close()
+
+
+# -- schemas and docs -----------------------------------------------------------------------
+
+
+def test_every_message_schema_is_served_and_describes_the_messages(client):
+    import jsonschema_rs
+
+    names = client.get("/api/schemas").get_json()["schemas"]
+    assert {"event", "prediction_request", "prediction", "dead_letter", "model_version", "build_outcome",
+            "model_update", "mlp_params", "slr_params", "linear_params"} <= set(names)
+    schemas = {}
+    for name in names:
+        response = client.get(f"/api/schemas/{name}")
+        assert response.status_code == 200, name
+        schemas[name] = jsonschema_rs.validator_for(response.get_json())
+    for path in sorted((ROOT / "messages").glob("*.json")):
+        message = json.loads(path.read_text())
+        assert schemas["prediction_request" if path.name.startswith("predict") else "event"].is_valid(message), path
+    assert not schemas["event"].is_valid({"type": "command", "payload": "build_mlp", "model": "mlp"})
+    assert not schemas["event"].is_valid({"type": "training", "payload": "3,4,5", "id": " x"})
+    assert schemas["mlp_params"].is_valid({"hidden": [8], "batch_size": None})
+    assert not schemas["mlp_params"].is_valid({"hidden": [0]})
+    assert_error(client.get("/api/schemas/nope"), 404, "not_found", "known: ")
+
+
+def test_swagger_ui_is_served_from_the_installed_package(client):
+    page = client.get("/docs")
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    html = page.get_data(as_text=True)
+    assert "/openapi.json" in html and "cdn" not in html.lower()
+    for asset in re.findall(r'(?:src|href)="/docs/([^"]+)"', html):
+        response = client.get(f"/docs/{asset}")
+        assert response.status_code == 200 and len(response.get_data()) > 100, asset
+    assert client.get("/docs/swagger-ui-bundle.js").mimetype == "text/javascript"
+    assert_error(client.get("/docs/..%2Fapp.py"), 404, "not_found")
+
+
+@pytest.mark.parametrize("route, fragment", [
+    ("/api/events?type=AAA", "'type' must be one of training, command, got 'AAA'"),
+    ("/api/events?name=build_dtr", "'name' must be one of training, build_mlp"),
+    ("/api/events?after=", "'after' must be an integer, got ''"),
+    ("/api/events?dataset=a%20b", "dataset 'a b' must be letters"),
+    ("/api/events?dataset=", "'dataset' must have 1 to 64 characters, got 0"),
+    ("/api/errors?limit=", "'limit' must be an integer"),
+    ("/api/models/mlp?builds=1001", "'builds' must be between 0 and 1000, got 1001"),
+    ("/api/models/mlp?dataset=", "'dataset'"),
+])
+def test_query_parameters_are_read_through_their_declarations(client, route, fragment):
+    # An empty or unknown value used to be ignored: a typo listed everything, or nothing.
+    assert_error(client.get(route), 400, "bad_param", fragment)

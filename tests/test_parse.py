@@ -314,3 +314,74 @@ def test_a_key_in_an_error_message_is_storable_text(raw):
     error = rejected(loads, raw)
     assert "\\ud" in error.message
     error.message.encode("utf-8")
+
+
+# -- the fast decoder agrees with the strict one ------------------------------------------------
+
+from hypothesis import HealthCheck, example, given, settings, strategies as st  # noqa: E402
+
+from modelbus.messages.decode import strict_loads  # noqa: E402
+
+_KEYS = st.sampled_from(["a", "b", "type", "payload", "x:y", "\\u003a", "\\ud800", "\\u0041", "\\\"q"])
+_SCALARS = st.one_of(
+    st.integers(-10, 10).map(str),
+    st.sampled_from(["9223372036854775807", "9223372036854775808", "-9223372036854775809", "18446744073709551616",
+                     "1e400", "NaN", "-0", "1.5", "1234567890123456789", "0.1e-400", "true", "null"]),
+    st.sampled_from(['"3,4,5"', '"10:00:00"', '":x"', '"a\\":"', '"\\u003a"', '"\\ud800"', '"\\ud83d\\ude80"', '""']),
+)
+_SPACE = st.sampled_from(["", "", "", " ", "\n", "\t", "\r\n "])
+
+
+@st.composite
+def _json_text(draw, depth: int = 0) -> str:
+    """JSON-ish text with repeated keys, spaced colons, escapes and numbers beyond int64 or double."""
+    kind = draw(st.integers(0, 2)) if depth < 3 else 0
+    if kind == 0:
+        return draw(_SCALARS)
+    if kind == 1:
+        items = draw(st.lists(_json_text(depth + 1), max_size=4))
+        return "[" + ",".join(items) + "]"
+    pairs = draw(st.lists(st.tuples(_KEYS, _json_text(depth + 1)), max_size=4))
+    return "{" + ",".join(f'{draw(_SPACE)}"{key}"{draw(_SPACE)}:{draw(_SPACE)}{value}' for key, value in pairs) + "}"
+
+
+def _outcome(fn, raw):
+    try:
+        return ("ok", repr(fn(raw)))
+    except Rejected as exc:
+        return ("rejected", exc.code, exc.message)
+
+
+@settings(max_examples=400, suppress_health_check=list(HealthCheck), deadline=None, derandomize=True)
+@given(_json_text())
+@example('{"a":1,"a" :2}')
+@example('{"a":":","a":2}')
+@example('{"a":{"b":1},"c":{"b":1,"b":2}}')
+@example('{"a":18446744073709551615}')
+def test_the_fast_decoder_gives_what_the_strict_one_gives(text):
+    """orjson plus the byte counts must accept exactly what the strict decoder accepts, with the same values."""
+    raw = text.encode()
+    assert _outcome(loads, raw) == _outcome(strict_loads, raw)
+
+
+# -- rules the declarations made exact ---------------------------------------------------------
+
+
+def test_a_version_written_as_an_integral_float_is_that_version():
+    # JSON Schema calls 2.0 an integer, so the document promises it is accepted.
+    assert parse_event_obj({"type": "command", "payload": "promote", "model": "mlp", "version": 2.0}).version == 2
+    assert parse_request(b'{"model":"mlp","payload":"1","version":3.0}').version == 3
+    error = rejected(parse_request, b'{"model":"mlp","payload":"1","version":2.5}')
+    assert (error.code, error.message) == ("bad_field", "field 'version' must be a positive integer, got 2.5")
+
+
+@pytest.mark.parametrize("payload", ["\u0663,\u0664", "1,\u20032", "\uff11,2"])
+def test_numbers_are_ascii(payload):
+    # float() reads other scripts' digits and spaces; the document's pattern does not, nor do we.
+    assert rejected(parse_values, payload).code == "not_numeric"
+
+
+def test_a_dataset_name_ends_where_it_ends():
+    # A regex's $ also matches before a final newline: "abc\n" was taken as a dataset name.
+    error = rejected(parse_event_obj, {"type": "training", "payload": "1,2", "dataset": "abc\n"})
+    assert (error.code, error.message[:14]) == ("bad_field", "dataset 'abc\n'")

@@ -7,11 +7,12 @@ from flask import Blueprint, Response, request
 
 from modelbus.api.context import BATCH_BODY_FACTOR, parts
 from modelbus.api.errors import ApiError, json_response
-from modelbus.api.params import DEFAULT_PAGE, MAX_PAGE, int_arg, raw_body, require_token
+from modelbus.api.params import query, raw_body, require_token
 from modelbus.api.views import dead_letter_json
 from modelbus.commands.publish import outcome_json
 from modelbus.db.events import REJECTED, event_json
 from modelbus.messages.errors import Rejected
+from modelbus.messages.http import EventQuery, PageQuery
 from modelbus.messages.jsonutil import canonical_json
 from modelbus.messages.parse import loads
 from modelbus.messages.types import BUILD_COMMANDS
@@ -75,11 +76,10 @@ def post_events() -> Response:
 def list_events() -> Response:
     """The log, oldest first, paginated by position."""
     store = parts().store
-    after = int_arg("after", 0, 0, 2**63 - 1)
-    limit = int_arg("limit", DEFAULT_PAGE, 1, MAX_PAGE)
-    filters = {k: request.args[k] for k in ("type", "name", "dataset") if request.args.get(k)}
-    rows = store.read(after=after, limit=limit, **filters)
-    next_after = rows[-1].position if len(rows) == limit else None
+    page = query(EventQuery)
+    filters = {k: v for k, v in page.model_dump(include={"type", "name", "dataset"}).items() if v is not None}
+    rows = store.read(after=page.after, limit=page.limit, **filters)
+    next_after = rows[-1].position if len(rows) == page.limit else None
     return json_response({"events": [event_json(row) for row in rows], "next": next_after, "head": store.head()})
 
 
@@ -87,9 +87,8 @@ def list_events() -> Response:
 def list_errors() -> Response:
     """The dead letters, oldest first, paginated by id."""
     store = parts().store
-    after = int_arg("after", 0, 0, 2**63 - 1)
-    limit = int_arg("limit", DEFAULT_PAGE, 1, MAX_PAGE)
-    rows = store.dead_letters(after=after, limit=limit)
-    next_after = rows[-1]["id"] if len(rows) == limit else None
+    page = query(PageQuery)
+    rows = store.dead_letters(after=page.after, limit=page.limit)
+    next_after = rows[-1]["id"] if len(rows) == page.limit else None
     return json_response({"errors": [dead_letter_json(r) for r in rows], "next": next_after,
                           "total": store.dead_letter_count()})

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response
 
 from modelbus.api.context import parts
 from modelbus.api.errors import ApiError, json_response
-from modelbus.api.params import MAX_PAGE, int_arg
+from modelbus.api.params import query
 from modelbus.api.views import iso, version_json
+from modelbus.messages.http import ModelQuery
 from modelbus.messages.types import MODEL_KINDS
 
 bp = Blueprint("models", __name__)
@@ -47,8 +48,8 @@ def show_model(model: str) -> Response:
     if model not in MODEL_KINDS:
         raise ApiError("unknown_model", f"model '{model}' is unknown (known: {', '.join(sorted(MODEL_KINDS))})")
     registry = parts().serving.registry
-    dataset = request.args.get("dataset") or None
-    limit = int_arg("builds", 50, 0, MAX_PAGE)
+    options = query(ModelQuery)
+    dataset, limit = options.dataset, options.builds
     production = registry.aliases()
     grouped: dict[str, list[Any]] = {}
     for mv in registry.list_versions(model, dataset):

@@ -42,8 +42,8 @@ def prometheus() -> Response:
 
 @bp.get("/openapi.json")
 def openapi() -> Response:
-    """The OpenAPI 3 document."""
-    return json_response(openapi_document())
+    """The OpenAPI 3.1 document (write routes need the bearer token when one is set)."""
+    return json_response(openapi_document(parts().config.api_token is not None))
 
 
 bp.add_url_rule("/swagger.json", "swagger", openapi, methods=["GET"])

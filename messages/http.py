@@ -1,0 +1,186 @@
+"""The HTTP API's query parameters and answers, declared once: the routes read their parameters
+through these models and the OpenAPI document is generated from them."""
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from modelbus.messages.schemas import (
+    Answer,
+    Dataset,
+    DeadLetterRecord,
+    ErrorDetail,
+    ModelKind,
+    ModelVersionView,
+    RequestId,
+    Version,
+)
+from modelbus.messages.text import INT64_MAX
+from modelbus.messages.types import COMMANDS
+
+MAX_PAGE = 1000
+DEFAULT_PAGE = 100
+
+
+class Query(BaseModel):
+    """Query parameters: each is optional, and an empty value is refused like any other bad one."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class PageQuery(Query):
+    """A page of a list that grows at its end, oldest first."""
+
+    after: int = Field(0, ge=0, le=INT64_MAX,
+                       description="Return items after this cursor (position or id): `next` of the previous page.")
+    limit: int = Field(DEFAULT_PAGE, ge=1, le=MAX_PAGE, description="Page size.")
+
+
+class EventQuery(PageQuery):
+    """Filters of GET /api/events."""
+
+    type: Optional[Literal["training", "command"]] = Field(None, description="Only events of this type.")
+    name: Optional[Literal[("training", *COMMANDS)]] = Field(  # type: ignore[valid-type]
+        None, description="Only events of this name (a command's payload, or training).")
+    dataset: Optional[Dataset] = Field(None, description="Only events of this dataset.")
+
+
+class ModelQuery(Query):
+    """Filters of GET /api/models/<model>."""
+
+    dataset: Optional[Dataset] = Field(None, description="Only this dataset.")
+    builds: int = Field(50, ge=0, le=MAX_PAGE, description="How many build attempts to list, newest first.")
+
+
+class PredictQuery(Query):
+    """Options of the seed's prediction route, read as the fields of a prediction request."""
+
+    dataset: Optional[Dataset] = Field(None, description="Dataset (default 'default').")
+    version: Optional[Version] = Field(None, description="Pin a model version instead of production.")
+    id: Optional[RequestId] = Field(None, description="Request id echoed in the answer.")
+
+
+class BuildQuery(Query):
+    """Options of the seed's build routes, read as the fields of a build command."""
+
+    dataset: Optional[Dataset] = Field(None, description="Dataset to build (default 'default').")
+
+
+# --- answers ----------------------------------------------------------------------------------
+
+class Outcome(Answer):
+    """What became of one posted event."""
+
+    status: Literal["accepted", "duplicate", "queued", "rejected"] = Field(
+        description="accepted into the log, a duplicate of an id already there, queued on event_topic (Kafka "
+                    "mode), or rejected (and kept as a dead letter).")
+    id: Optional[str] = None
+    position: Optional[int] = Field(None, description="Its log position (embedded mode).")
+    error: Optional[ErrorDetail] = None
+
+
+class EventRecord(Answer):
+    """A log row with its event."""
+
+    position: int
+    id: Optional[str]
+    type: Literal["training", "command"]
+    name: str
+    dataset: str
+    source: str
+    received_at: str
+    event: dict[str, Any] = Field(description="The event as stored (canonical JSON, dataset filled in).")
+
+
+class EventPage(Answer):
+    """A page of the log."""
+
+    events: list[EventRecord]
+    next: Optional[int] = Field(description="`after` of the next page; null at the end.")
+    head: int = Field(description="The last position of the log.")
+
+
+class ErrorPage(Answer):
+    """A page of dead letters."""
+
+    errors: list[DeadLetterRecord]
+    next: Optional[int] = Field(description="`after` of the next page; null at the end.")
+    total: int
+
+
+class Served(Answer):
+    """A version this process has in memory."""
+
+    model: ModelKind  # type: ignore[valid-type]
+    dataset: str
+    version: int
+    uuid: str
+
+
+class ModelSummary(Answer):
+    """One model and dataset."""
+
+    model: ModelKind  # type: ignore[valid-type]
+    dataset: str
+    production: Optional[int]
+    versions: int
+    latest: int
+    production_version: Optional[ModelVersionView]
+
+
+class ModelList(Answer):
+    """Every model and dataset, and what this process serves."""
+
+    models: list[ModelSummary]
+    serving: list[Served]
+
+
+class DatasetVersions(Answer):
+    """The versions of a model on one dataset."""
+
+    dataset: str
+    production: Optional[int]
+    versions: list[ModelVersionView]
+
+
+class BuildRecord(Answer):
+    """One build attempt."""
+
+    position: int
+    event_id: str
+    model: ModelKind  # type: ignore[valid-type]
+    dataset: str
+    status: Literal["ok", "failed"]
+    reason: Optional[str]
+    version: Optional[int]
+    params: Optional[dict[str, Any]]
+    n_events: Optional[int]
+    requested_at: str
+    started_at: str
+    finished_at: str
+    load_seconds: Optional[float]
+    fit_seconds: Optional[float]
+
+
+class ModelDetail(Answer):
+    """One model's versions per dataset and its recent build attempts."""
+
+    model: ModelKind  # type: ignore[valid-type]
+    datasets: list[DatasetVersions]
+    builds: list[BuildRecord]
+
+
+class Health(Answer):
+    """The process is up and its database answers."""
+
+    status: Literal["ok"]
+    mode: Literal["embedded", "kafka"]
+    log_head: int
+    serving: list[str] = Field(description="model/dataset/vN of each version in memory.")
+
+
+class SchemaList(Answer):
+    """The names /api/schemas/<name> serves."""
+
+    schemas: list[str]

@@ -1,0 +1,459 @@
+"""Every message of the bus, declared once: the parser validates with these models, and the API's
+OpenAPI document and /api/schemas/<name> are generated from them.
+
+Validators raise Rejected with our codes; pydantic's own errors (a missing or unknown field, a
+wrong type, a bound) are mapped to the codes in one place, errors.rejected_from. The field order
+of an event or request model is the order its rules are checked in: a message breaking several
+rules is refused for the first.
+"""
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, ClassVar, Literal, Mapping, Optional, Union
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PlainValidator,
+    StringConstraints,
+    Tag,
+    ValidationInfo,
+)
+
+from modelbus.messages.errors import PATTERN_MESSAGES, Rejected, int64_range_error
+from modelbus.messages.text import INT64_MAX, INT64_MIN, int_text, json_type
+from modelbus.messages.types import BUILD_COMMANDS, COMMANDS, MODEL_KINDS
+from modelbus.messages.values import MAX_VALUES, PLAIN_NUMBER, SPACE, parse_values
+
+MAX_ID_CHARS = 128
+# Versions live in the registry's INT columns; a larger one would fail every apply (MySQL 1264).
+VERSION_MAX = 2**31 - 1
+# Ids of the events modelbus appends itself: a client id like these would silently
+# suppress an automatic promotion (its event would look like a duplicate).
+RESERVED_ID_PREFIXES = ("auto-promote:",)
+SYSTEM = {"system": True}
+
+
+def matching(pattern: str, message: str) -> StringConstraints:
+    """A pattern a string must match (checked by pydantic, shown in the JSON Schema) and the message when it does not."""
+    PATTERN_MESSAGES[pattern] = message
+    return StringConstraints(pattern=pattern)
+
+
+def _system(info: ValidationInfo) -> bool:
+    """True when validating an event modelbus wrote itself or re-reads from its log."""
+    return info.context is not None and info.context.get("system", False)
+
+
+# --- fields -------------------------------------------------------------------------------
+
+DATASET_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
+Dataset = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=64),
+    matching(DATASET_PATTERN,
+             "dataset '{value}' must be letters, digits, '_', '.' or '-' and start with a letter or digit"),
+    Field(description="Dataset name; every dataset has its own feature count and models.", examples=["default"]),
+]
+ModelKind = Annotated[Literal[MODEL_KINDS], Field(description="Model kind.")]  # type: ignore[valid-type]
+BuildName = Literal[tuple(BUILD_COMMANDS)]  # type: ignore[valid-type]
+
+
+def _integral(value: Any) -> Any:
+    # JSON has one number type and JSON Schema calls 2.0 an integer: take it as 2.
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return value
+
+
+Version = Annotated[int, Field(ge=1, le=VERSION_MAX, description="Model version (1, 2, ...)."), BeforeValidator(_integral)]
+RequestId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS)]
+
+
+# What str.strip() strips, as a regex class the JSON Schema can carry (\s differs between engines).
+_WHITESPACE = "".join(f"\\u{ord(c):04x}" for c in map(chr, range(0x10000)) if c.isspace())
+ID_PATTERN = rf"^[^{_WHITESPACE}](?:[\s\S]*[^{_WHITESPACE}])?$"
+
+
+def _event_id(value: str, info: ValidationInfo) -> str:
+    # MySQL compares ids with PAD SPACE: "x" and "x " would be one key there and two here.
+    if value != value.strip():
+        raise Rejected("bad_field", "field 'id' must not begin or end with whitespace")
+    if value.startswith(RESERVED_ID_PREFIXES) and not _system(info):
+        raise Rejected("bad_field", f"ids starting with '{value.split(':')[0]}:' are reserved for modelbus itself")
+    return value
+
+
+EventId = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_ID_CHARS),
+    AfterValidator(_event_id),
+    Field(description="Idempotency key: a second event with the same id is a duplicate and is not stored again. "
+                      "No leading or trailing whitespace; ids starting with 'auto-promote:' are reserved.",
+          json_schema_extra={"pattern": ID_PATTERN,
+                             "not": {"anyOf": [{"pattern": f"^{prefix}"} for prefix in RESERVED_ID_PREFIXES]}}),
+]
+
+
+def _ts(value: Any, info: ValidationInfo) -> Any:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        # A decoded message cannot hold these; an object built in Python can, and the
+        # stored body must stay the JSON any reader of the log can parse.
+        if isinstance(value, float) and not math.isfinite(value):
+            raise Rejected("not_finite", f"field 'ts' {value} is not a finite number")
+        if isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX and not _system(info):
+            raise int64_range_error("field 'ts'", int_text(value))
+        return value
+    if not isinstance(value, str) or len(value) > 64:
+        raise Rejected("bad_field", "field 'ts' must be a number or a string of at most 64 characters")
+    return value
+
+
+Timestamp = Annotated[
+    Any,
+    PlainValidator(_ts, json_schema_input_type=Union[float, Annotated[str, StringConstraints(max_length=64)]]),
+    Field(description="Event time, kept as given: a string, or a finite number (an integer within signed 64-bit)."),
+]
+
+
+def csv_pattern(min_values: int) -> str:
+    """The pattern of a CSV payload of at least `min_values` numbers, as the JSON Schema shows it.
+
+    Narrower than what the parser reads (an integer part of at most 18 digits, an exponent of at
+    most two digits), so that every string it admits is accepted: the parser's exact rule (finite,
+    and an integer within int64) is not a regular language.
+    """
+    return rf"^{SPACE}{PLAIN_NUMBER}{SPACE}(?:,{SPACE}{PLAIN_NUMBER}{SPACE}){{{min_values - 1},}}$"
+
+
+def _payload_schema(min_values: int) -> Any:
+    # JSON Schema cannot tell an integer literal (bounded by int64) from a float one (bounded by
+    # double): "number" it is, and the descriptions say the rest.
+    number = Union[float, Annotated[str, StringConstraints(pattern=rf"^{SPACE}{PLAIN_NUMBER}{SPACE}$")]]
+    return Union[
+        Annotated[str, StringConstraints(pattern=csv_pattern(min_values)),
+                  Field(description="Values as CSV, e.g. \"3,4,5\".")],
+        Annotated[list[number], Field(min_length=min_values, max_length=MAX_VALUES)],
+    ]
+
+
+def _training_values(value: Any, info: ValidationInfo) -> tuple[float, ...]:
+    values = parse_values(value, bounded=not _system(info))
+    if len(values) < 2:
+        raise Rejected("bad_field", f"payload has {len(values)} value; a training record needs features and a label")
+    return values
+
+
+def _request_values(value: Any) -> tuple[float, ...]:
+    return parse_values(value)
+
+
+TrainingValues = Annotated[
+    tuple[float, ...],
+    PlainValidator(_training_values, json_schema_input_type=_payload_schema(2)),
+    Field(description="Feature values then the label: CSV text (\"3,4,5,6\") or an array of numbers; finite, "
+                      f"integers within signed 64-bit, at most {MAX_VALUES} values."),
+]
+Features = Annotated[
+    tuple[float, ...],
+    PlainValidator(_request_values, json_schema_input_type=_payload_schema(1)),
+    Field(description="Feature values: CSV text (\"3,4,5\") or an array of numbers; the count must be the model's."),
+]
+
+
+def _params(params: Any, info: ValidationInfo) -> Optional[dict[str, Any]]:
+    """An object of params, without numbers JSON from the bus could not carry (objects built in Python can)."""
+    if params is None:
+        return None
+    if not isinstance(params, dict):
+        raise Rejected("bad_field", f"field 'params' must be an object, got {json_type(params)}")
+    if not params or _system(info):
+        return params
+    stack: list[tuple[str, Any]] = [("params", params)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(reversed([(f"{path}.{key}", item) for key, item in value.items()]))
+        elif isinstance(value, list):
+            stack.extend(reversed([(f"{path}[{i}]", item) for i, item in enumerate(value)]))
+        elif isinstance(value, bool):
+            continue
+        elif isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
+            raise int64_range_error(f"field '{path}'", int_text(value))
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise Rejected("not_finite", f"field '{path}' {value} is not a finite number")
+    return params
+
+
+def _no_params(value: Any) -> None:
+    if value is not None and not isinstance(value, dict):
+        raise Rejected("bad_field", f"field 'params' must be an object, got {json_type(value)}")
+    if value is not None:
+        raise Rejected("bad_field", "field 'params' belongs to build commands, not to promote")
+    return None
+
+
+# --- event_topic --------------------------------------------------------------------------
+
+_UNKNOWN_COMMAND = ("unknown_command", f"command '{{value}}' is unknown (known: {', '.join(sorted(COMMANDS))})")
+_UNKNOWN_MODEL = ("unknown_model", f"model '{{value}}' is unknown (known: {', '.join(sorted(MODEL_KINDS))})")
+UNKNOWN_TYPE = ("unknown_type", "type '{value}' is unknown (expected 'training' or 'command')")
+
+
+class Message(BaseModel):
+    """A message a client sends: strict JSON types, no unknown fields."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+    # How errors name the message, the field before which unknown fields are reported, the
+    # fields that belong to a sibling message, and the codes of an unknown name by field.
+    what: ClassVar[str] = "a message"
+    unknown_before: ClassVar[Optional[str]] = None
+    foreign: ClassVar[Mapping[str, str]] = {}
+    names: ClassVar[Mapping[str, tuple[str, str]]] = {}
+
+
+class _Event(Message):
+    unknown_before: ClassVar[Optional[str]] = "payload"
+
+    id: Optional[EventId] = None
+    ts: Optional[Timestamp] = None
+    dataset: Optional[Dataset] = Field(None, description="Default 'default'.")
+
+
+class TrainingEvent(_Event):
+    """A training record: feature values then the label (event_topic, POST /api/events)."""
+
+    model_config = ConfigDict(title="TrainingEvent", json_schema_extra={"examples": [
+        {"type": "training", "payload": "3,4,5,6"}]})
+    what: ClassVar[str] = "a training event"
+
+    type: Literal["training"]
+    payload: TrainingValues
+
+
+class BuildCommand(_Event):
+    """Build a model of a kind from every training event of the dataset before this command."""
+
+    model_config = ConfigDict(title="BuildCommand", json_schema_extra={"examples": [
+        {"type": "command", "payload": "build_mlp", "params": {"epochs": 300, "hidden": [32, 32]}}]})
+    what: ClassVar[str] = "a command"
+    foreign: ClassVar[Mapping[str, str]] = {"model": "promote", "version": "promote"}
+    names: ClassVar[Mapping[str, tuple[str, str]]] = {"payload": _UNKNOWN_COMMAND}
+
+    type: Literal["command"]
+    payload: BuildName  # type: ignore[valid-type]
+    params: Annotated[Optional[dict[str, Any]], PlainValidator(_params, json_schema_input_type=Optional[dict[str, Any]])] = Field(
+        None, description="Build params, checked by the builder when it runs (a bad one fails the build, "
+                          "the event is stored): see /api/schemas/mlp_params, slr_params, linear_params.")
+
+
+class PromoteCommand(_Event):
+    """Move the production alias of (model, dataset) to a version."""
+
+    model_config = ConfigDict(title="PromoteCommand", json_schema_extra={"examples": [
+        {"type": "command", "payload": "promote", "model": "mlp", "version": 3}]})
+    what: ClassVar[str] = "a command"
+    names: ClassVar[Mapping[str, tuple[str, str]]] = {"payload": _UNKNOWN_COMMAND, "model": _UNKNOWN_MODEL}
+
+    type: Literal["command"]
+    payload: Literal["promote"]
+    params: Annotated[None, PlainValidator(_no_params, json_schema_input_type=None)] = None
+    model: ModelKind  # type: ignore[valid-type]
+    version: Version
+
+
+def event_tag(value: Any) -> Optional[str]:
+    """Which event model a message is, by its type (and a command's payload)."""
+    if not isinstance(value, dict):
+        return None
+    kind = value.get("type")
+    if kind == "training":
+        return "training"
+    if kind == "command":
+        name = value.get("payload")
+        return "promote" if name == "promote" else "build"
+    return None
+
+
+Event = Annotated[
+    Union[Annotated[TrainingEvent, Tag("training")], Annotated[BuildCommand, Tag("build")],
+          Annotated[PromoteCommand, Tag("promote")]],
+    Discriminator(event_tag),
+]
+
+
+# --- prediction_request_topic / prediction_response_topic -----------------------------------
+
+class PredictionRequest(Message):
+    """A request for one prediction (prediction_request_topic, POST /api/predict)."""
+
+    model_config = ConfigDict(title="PredictionRequest", json_schema_extra={"examples": [
+        {"model": "mlp", "payload": "3,4,5"}, {"model": "linear", "payload": [3, 4, 5], "id": "r1", "version": 2}]})
+    what: ClassVar[str] = "a prediction request"
+    unknown_before: ClassVar[Optional[str]] = "model"
+    names: ClassVar[Mapping[str, tuple[str, str]]] = {"model": _UNKNOWN_MODEL}
+
+    model: ModelKind  # type: ignore[valid-type]
+    payload: Features
+    dataset: Optional[Dataset] = Field(None, description="Default 'default'.")
+    id: Optional[RequestId] = Field(None, description="Echoed in the answer; generated when absent.")
+    version: Optional[Version] = Field(None, description="Pin a version instead of production.")
+
+
+class Answer(BaseModel):
+    """A message modelbus writes: documented (its JSON Schema lists every key it may have), and
+    checked against what the writers produce by the tests, not on the way out."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+
+
+class ErrorDetail(Answer):
+    """Why a message or request was refused: a stable code and a precise reason."""
+
+    code: str = Field(examples=["wrong_feature_count"])
+    message: str
+
+
+class ErrorAnswer(Answer):
+    """Every HTTP error."""
+
+    error: ErrorDetail
+
+
+class Prediction(Answer):
+    """The answer to a prediction request: the seed's keys and the version that answered."""
+
+    id: str
+    model: ModelKind  # type: ignore[valid-type]
+    dataset: str
+    version: int
+    input: str = Field(description="The request's payload as CSV.")
+    result: Optional[float] = Field(description="The predicted label (mlp) or value; null when the model's "
+                                                "output is not a finite number (inputs far outside its data).")
+    accuracy: float = Field(description="The version's main metric: accuracy for mlp, holdout R² otherwise.")
+    modelid: str = Field(description="The version's uuid.")
+    prediction_date: str = Field(alias="prediction-date", examples=["2026-11-23 10:00:00"])
+    probabilities: Optional[list[Optional[float]]] = Field(
+        None, description="mlp only, in the class order GET /api/models/mlp lists; null where not finite.")
+    label: Optional[str] = Field(None, description="The label's name, when the dataset declares labels.")
+
+
+class PredictionError(Answer):
+    """The answer to a request that cannot be answered, by its id when it could be read."""
+
+    id: Optional[str]
+    error: ErrorDetail
+
+
+# --- error_topic and GET /api/errors ----------------------------------------------------------
+
+class Source(Answer):
+    """Where a message came from."""
+
+    kind: str = Field(description="kafka, http, cli or system.")
+    topic: Optional[str] = None
+    partition: Optional[int] = None
+    offset: Optional[int] = None
+
+
+class RawView(Answer):
+    """The head of a message's bytes: text when it is UTF-8, else base64."""
+
+    raw: str = Field(description="The first 4 KiB of the message.")
+    raw_encoding: Literal["utf-8", "base64"]
+    raw_bytes: int = Field(description="The message's size.")
+    truncated: bool
+
+
+class DeadLetter(RawView):
+    """A refused message as published on error_topic."""
+
+    error: ErrorDetail
+    source: Source
+    received_at: str
+
+
+class DeadLetterRecord(RawView):
+    """A dead letter as GET /api/errors lists it."""
+
+    id: int
+    code: str
+    reason: str
+    source: Source
+    received_at: str
+
+
+# --- the registry: model versions, build outcomes, model updates ------------------------------
+
+class Lineage(Answer):
+    """The training events a version was built from."""
+
+    first_position: Optional[int]
+    last_position: Optional[int]
+    n_events: Optional[int]
+    digest: Optional[str]
+    build_position: Optional[int]
+
+
+class ModelVersionView(Answer):
+    """A model version as GET /api/models/<model> shows it (no artifact)."""
+
+    version: int
+    uuid: str
+    status: str
+    production: bool
+    main_metric: float
+    params: dict[str, Any]
+    metrics: dict[str, Any]
+    sha256: Optional[str]
+    lineage: Lineage
+    versions: Optional[dict[str, str]] = Field(description="Python and library versions of the build.")
+    created_at: str
+
+
+class BuildOutcome(Answer):
+    """What came of one build command, on build_outcome_topic keyed by the command's event id."""
+
+    id: str
+    position: int
+    model: ModelKind  # type: ignore[valid-type]
+    dataset: str
+    status: Literal["ok", "failed"]
+    reason: Optional[str]
+    version: Optional[int]
+    uuid: Optional[str]
+    promoted: bool = Field(description="Whether the build appended its automatic promotion.")
+    n_events: Optional[int]
+    metrics: Optional[dict[str, Any]]
+
+
+class ModelUpdate(Answer):
+    """A notice on model_update_topic that a production alias moved: serving processes reload."""
+
+    model: ModelKind  # type: ignore[valid-type]
+    dataset: str
+    version: int
+    uuid: str
+    position: int
+
+
+# The messages /api/schemas serves, by name.
+MESSAGES: dict[str, Any] = {
+    "event": Event,
+    "training_event": TrainingEvent,
+    "build_command": BuildCommand,
+    "promote_command": PromoteCommand,
+    "prediction_request": PredictionRequest,
+    "prediction": Prediction,
+    "prediction_error": PredictionError,
+    "error": ErrorAnswer,
+    "dead_letter": DeadLetter,
+    "dead_letter_record": DeadLetterRecord,
+    "model_version": ModelVersionView,
+    "build_outcome": BuildOutcome,
+    "model_update": ModelUpdate,
+}
