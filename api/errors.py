@@ -1,7 +1,6 @@
 """Every error of the API as JSON {"error": {"code", "message"}} with its HTTP status."""
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -10,7 +9,7 @@ from werkzeug.exceptions import HTTPException
 
 from modelbus.db.breaker import DatabaseUnavailable
 from modelbus.db.errors import StorageError
-from modelbus.messages.jsonutil import json_safe
+from modelbus.messages.jsonutil import compact_json
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +63,7 @@ def error_body(code: str, message: str) -> dict[str, Any]:
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     """A JSON response (compact, UTF-8, no NaN)."""
-    try:
-        text = json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except ValueError:
-        text = json.dumps(json_safe(body), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    return Response(text, status=status, mimetype="application/json", headers=headers)
+    return Response(compact_json(body), status=status, mimetype="application/json", headers=headers)
 
 
 def answer_response(answer: dict[str, Any]) -> Response:

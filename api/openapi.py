@@ -11,8 +11,8 @@ from modelbus.api.assets import ASSETS
 from modelbus.api.schemas import names as schema_names
 from modelbus.messages import http
 from modelbus.messages.schemas import (
-    Event,
     ErrorAnswer,
+    Event,
     ModelKind,
     Prediction,
     PredictionError,

@@ -1,7 +1,6 @@
 """Serving the Flask app with waitress (a production WSGI server), stoppable from another thread."""
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from typing import Any
@@ -11,6 +10,7 @@ from waitress.server import BaseWSGIServer
 from waitress.task import ErrorTask
 
 from modelbus.api.errors import error_body, http_error_code
+from modelbus.messages.jsonutil import compact_json
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class JsonErrorTask(ErrorTask):
             message = "internal error; the server log has the details"
         else:
             message = f"{error.reason.lower()}: {error.body}"
-        body = json.dumps(error_body(http_error_code(error.code, error.reason), message)).encode()
+        body = compact_json(error_body(http_error_code(error.code, error.reason), message)).encode()
         self.status = f"{error.code} {error.reason}"
         self.response_headers.append(("Content-Type", "application/json"))
         self.set_close_on_finish()

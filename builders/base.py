@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal, Mapping, Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from modelbus.messages.jsonutil import canonical_json
+
 KINDS: tuple[str, ...] = ("linear", "mlp", "slr")
 
 # Imported on demand so a process that only serves linear models never loads torch.
@@ -256,7 +258,7 @@ def require_split_sizes(kind: str, n_rows: int, n_train: int, n_test: int, min_t
 
 def dumps_canonical(obj: Any) -> bytes:
     """Canonical JSON bytes: sorted keys, no spaces, floats by repr so they round-trip exactly."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    return canonical_json(obj).encode("utf-8")
 
 
 def loads_artifact(data: bytes, fmt: str) -> dict:

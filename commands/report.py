@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import base64
-import json
 from typing import Any, Sequence
 
 from modelbus.commands.transport import Transport
 from modelbus.db.events import REJECTED, EventStore, Incoming, Outcome, Source, utcnow
 from modelbus.messages.errors import Rejected
+from modelbus.messages.jsonutil import compact_json
 
 # error_topic carries the reason and enough of the message to recognise it; the full
 # bytes are in dead_letters (a broker's message size limit would refuse a 1 MB echo).
@@ -40,7 +40,7 @@ def error_message(raw: bytes, source: Source, error: Rejected) -> bytes:
         **raw_view(raw),
         "received_at": utcnow().isoformat(timespec="milliseconds") + "Z",
     }
-    return json.dumps(body, separators=(",", ":")).encode()
+    return compact_json(body).encode()
 
 
 def rejected(raw: bytes, source: Source, error: Rejected) -> Incoming:

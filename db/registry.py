@@ -16,6 +16,7 @@ from sqlalchemy import Connection, Engine, Select, Table, delete, func, insert, 
 from modelbus.db.schema import aliases as aliases_table
 from modelbus.db.schema import builds as builds_table
 from modelbus.db.schema import linear_model, model_versions, promotions, training_log
+from modelbus.messages.jsonutil import canonical_json
 
 PRODUCTION = "production"
 # uuid5 namespace of model version uuids: a replay of the same log gives the same uuids.
@@ -68,7 +69,7 @@ class ModelUpdate:
         """The canonical JSON published on model_update_topic."""
         body = {"model": self.model, "dataset": self.dataset, "version": self.version, "uuid": self.uuid,
                 "position": self.position}
-        return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+        return canonical_json(body).encode()
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> ModelUpdate:
@@ -232,7 +233,7 @@ def next_version(conn: Connection, model: str, dataset: str) -> int:
 
 def dumps(obj: Any) -> str:
     """Canonical JSON text as the registry stores params, metrics and versions."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return canonical_json(obj)
 
 
 def insert_version(conn: Connection, mv: ModelVersion) -> None:
@@ -263,7 +264,7 @@ def insert_version(conn: Connection, mv: ModelVersion) -> None:
 def insert_build(conn: Connection, **row: Any) -> None:
     """Record one build attempt (columns of the builds table; params as a dict)."""
     if row.get("params") is not None:
-        row["params"] = json.dumps(row["params"], sort_keys=True, separators=(",", ":"))
+        row["params"] = canonical_json(row["params"])
     conn.execute(insert(builds_table).values(**row))
 
 

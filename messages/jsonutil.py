@@ -11,6 +11,14 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
+def compact_json(obj: Any) -> str:
+    """JSON with no spaces, keys as given, non-finite floats as null: the form of every answer and report."""
+    try:
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        return json.dumps(json_safe(obj), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def json_safe(value: Any) -> Any:
     """`value` with every non-finite float (NaN, infinity) replaced by None, which JSON can hold."""
     if isinstance(value, float) and not math.isfinite(value):

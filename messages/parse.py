@@ -13,9 +13,11 @@ from modelbus.messages.schemas import (
     UNKNOWN_TYPE,
     VERSION_MAX,
     BuildCommand,
-    PredictionRequest as RequestMessage,
     PromoteCommand,
     TrainingEvent,
+)
+from modelbus.messages.schemas import (
+    PredictionRequest as RequestMessage,
 )
 from modelbus.messages.text import INT64_MAX, INT64_MIN, json_type, shorten
 from modelbus.messages.types import DEFAULT_DATASET, Command, Event, PredictionRequest, Training

@@ -6,7 +6,6 @@ Kafka is reached through modelbus.commands.kafka only; the serving logic is hand
 """
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -28,7 +27,7 @@ from modelbus.handlers.serving.predict import (
 )
 from modelbus.handlers.workers.ingest import is_outage
 from modelbus.messages.errors import Rejected
-from modelbus.messages.jsonutil import json_safe
+from modelbus.messages.jsonutil import compact_json
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +38,7 @@ class RegistryUnavailable(RuntimeError):
 
 def dump_response(answer: Mapping[str, Any]) -> bytes:
     """An answer as compact JSON; a non-finite metric becomes null (JSON has no NaN)."""
-    try:
-        return json.dumps(answer, separators=(",", ":"), allow_nan=False).encode()
-    except ValueError:
-        return json.dumps(json_safe(dict(answer)), separators=(",", ":"), allow_nan=False).encode()
+    return compact_json(dict(answer)).encode()
 
 
 @dataclass(frozen=True)
