@@ -84,7 +84,7 @@ def start_predictor(app: App, services: Services, cache=None) -> None:
 def start_parts(app: App, services: Services, *, api: bool = True, scheduler: bool = True):
     """Start ingest and predictor (Kafka mode), the handlers, the API and the scheduler; returns the API server."""
     settings = app.settings
-    serving = server = None
+    serving = server = flask_app = None
     if api:
         from modelbus.api.server import ApiServer
         from modelbus.web import create_api
@@ -104,7 +104,10 @@ def start_parts(app: App, services: Services, *, api: bool = True, scheduler: bo
     start_handlers(app, services)
 
     if serving is not None and server is not None:
+        from modelbus.api.app import sampler
+
         serving.start(services.start)
+        services.start("dashboard-sampler", sampler(flask_app).run)
         services.start("api", server.run)
         log.info("api ready at %s", server.url)
 
