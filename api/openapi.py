@@ -153,6 +153,78 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {"200": _json({"type": "object"}, "OpenAPI 3 document")}}
         },
     }
+    version_param = _path("version", "Version number.", {"type": "integer", "minimum": 1})
+    dataset_query = _query("dataset", "Dataset (default 'default').", {"type": "string"})
+    paths["/api/models/{model}/build"] = {
+        "post": {
+            "summary": "Queue a build command of the model (the dashboard's Build button)",
+            "tags": ["dashboard"],
+            "security": _BEARER,
+            "parameters": [model_param],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "additionalProperties": False,
+                "properties": {"dataset": {"type": "string"}, "params": {"type": "object"}}}}}},
+            "responses": {"202": _json({"$ref": "#/components/schemas/Outcome"}, "The build command is queued"),
+                          **_errors(400, 401, 404, 503)},
+        }
+    }
+    paths["/api/models/{model}/promote"] = {
+        "post": {
+            "summary": "Queue a promote command: production moves when the builds handler applies it",
+            "tags": ["dashboard"],
+            "security": _BEARER,
+            "parameters": [model_param],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "additionalProperties": False, "required": ["version"],
+                "properties": {"dataset": {"type": "string"}, "version": {"type": "integer", "minimum": 1}}}}}},
+            "responses": {"202": _json({"$ref": "#/components/schemas/Outcome"}, "The promote command is queued"),
+                          **_errors(400, 401, 404, 503)},
+        }
+    }
+    paths["/api/models/{model}/versions/{version}/verify"] = {
+        "post": {
+            "summary": "Rebuild the version from its lineage in the background and compare it bit for bit",
+            "tags": ["dashboard"],
+            "security": _BEARER,
+            "parameters": [model_param, version_param, dataset_query],
+            "responses": {"202": _json({"$ref": "#/components/schemas/VerifyState"}, "The run is queued or running"),
+                          **_errors(400, 401, 404, 503)},
+        },
+        "get": {
+            "summary": "The state of this process's latest verify of the version",
+            "tags": ["dashboard"],
+            "parameters": [model_param, version_param, dataset_query],
+            "responses": {"200": _json({"$ref": "#/components/schemas/VerifyState"}, "never, queued, running, ok, "
+                                                                                     "mismatch or failed"),
+                          **_errors(400, 404, 503)},
+        },
+    }
+    paths["/api/dashboard/overview"] = {
+        "get": {
+            "summary": "The overview page's data: log head, handlers, build queue, builds, dead letters by reason, "
+                       "models, and the series this process sampled (log head, ingest and prediction rates, lag)",
+            "tags": ["dashboard"],
+            "responses": {"200": _json({"type": "object"}, "The overview"), **_errors(503)},
+        }
+    }
+    paths["/api/dashboard/models"] = {
+        "get": {
+            "summary": "Per model and dataset: each version's main metric and build time, and the promotions",
+            "tags": ["dashboard"],
+            "parameters": [_query("model", "Only this model kind", {"type": "string", "enum": list(MODEL_KINDS)}),
+                           _query("dataset", "Only this dataset", {"type": "string"})],
+            "responses": {"200": _json({"type": "object"}, "Model histories"), **_errors(404, 503)},
+        }
+    }
+    paths["/api/dashboard/dead-letters"] = {
+        "get": {
+            "summary": "Dead letters as /api/errors pages them, optionally of one reason, with the count per reason",
+            "tags": ["dashboard"],
+            "parameters": [*_PAGE, _query("code", "Only dead letters with this reason (error code)", {"type": "string"})],
+            "responses": {"200": _json({"$ref": "#/components/schemas/ErrorPage"}, "A page of dead letters"),
+                          **_errors(400, 503)},
+        }
+    }
     for command, kind in BUILD_COMMANDS.items():
         paths[f"/api/{command}"] = {
             "get": {
@@ -235,6 +307,18 @@ def openapi_document() -> dict[str, Any]:
             "properties": {"events": {"type": "array", "items": {"type": "object"}},
                            "next": {"type": "integer", "nullable": True, "description": "`after` of the next page; null at the end"},
                            "head": {"type": "integer"}},
+        },
+        "VerifyState": {
+            "type": "object",
+            "required": ["state"],
+            "properties": {
+                "state": {"type": "string", "enum": ["never", "queued", "running", "ok", "mismatch", "failed"]},
+                "differences": {"type": "array", "items": {"type": "string"}},
+                "notes": {"type": "array", "items": {"type": "string"}},
+                "error": {"type": "string"},
+                "requested_at": {"type": "string"}, "started_at": {"type": "string"},
+                "finished_at": {"type": "string"}, "seconds": {"type": "number"},
+            },
         },
         "ErrorPage": {
             "type": "object",

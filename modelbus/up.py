@@ -140,6 +140,7 @@ def examples(base_url: str) -> list[str]:
         f"-d '{{\"model\":\"linear\",\"payload\":\"{DEMO_ROWS[1]}\"}}'",
         f"{cli} send '{{\"type\":\"training\",\"payload\":\"3,4,5,4\"}}'",
         f"{cli} build mlp --wait",
+        f"{cli} predict mlp {DEMO_ROWS[0]}",
         f"{cli} models",
         f"{cli} status",
     ]
@@ -167,6 +168,7 @@ def load_demo(app: App, stop: threading.Event, base_url: str | None, echo: Calla
         else:
             echo(f"demo: {command} failed: {build['reason']}")
     if base_url:
+        echo(f"dashboard: {base_url}/  (or: {_cli_path()} open)")
         echo("try:")
         for line in examples(base_url):
             echo(f"  {line}")
