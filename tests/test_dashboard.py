@@ -348,3 +348,18 @@ def test_the_sampler_thread_keeps_going_after_a_failure(app):
     stop.set()
     thread.join(5)
     assert sampler.series()["head"] and not thread.is_alive()
+
+
+def test_the_feeds_answer_503_when_the_database_cannot_be_read(tmp_path):
+    # A database file in a folder that does not exist: every read fails, as when the server is gone.
+    application = App(Settings(database_url=f"sqlite:///{tmp_path / 'missing' / 'modelbus.db'}"), migrate=False)
+    flask_app = create_api(application)
+    client = flask_app.test_client()
+    try:
+        for path in ("/api/dashboard/overview", "/api/dashboard/models", "/api/dashboard/dead-letters"):
+            assert error_code(client.get(path), 503) == "unavailable", path
+        # The pages themselves need no database: they load and report the outage from their feeds.
+        assert client.get("/").status_code == 200
+    finally:
+        flask_app.extensions["modelbus"].close()
+        application.close()

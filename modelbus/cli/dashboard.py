@@ -41,7 +41,8 @@ def _graphical() -> bool:
 
 @click.command("open")
 @click.option("--url", envvar="MODELBUS_API_URL",
-              help="The API's URL [default: from settings api_host and api_port, http://127.0.0.1:8080/].")
+              help="The API's URL (env MODELBUS_API_URL) [default: from settings api_host and api_port, "
+                   "http://127.0.0.1:8080/].")
 @click.option("--port", type=click.IntRange(1, 65535), help="The API's port [default: settings.api_port, 8080].")
 @click.option("--browser/--no-browser", default=True, help="Open it in a browser when there is one.")
 @click.pass_context

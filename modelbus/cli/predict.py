@@ -90,7 +90,8 @@ def _line(answer: dict[str, Any]) -> str:
 @click.option("--version", type=click.IntRange(1, VERSION_MAX), help="Pin a version instead of production.")
 @click.option("--json", "as_json", is_flag=True, help="Print each answer as the API's JSON, one a line.")
 @click.option("--url", envvar="MODELBUS_API_URL",
-              help="Ask the API at this URL (e.g. http://localhost:8080) instead of loading the model here.")
+              help="Ask the API at this URL (e.g. http://localhost:8080; env MODELBUS_API_URL) instead of loading the "
+                   "model here.")
 @click.pass_context
 def predict(ctx: click.Context, model: str, rows: tuple[str, ...], file: str | None, dataset: str,
             version: int | None, as_json: bool, url: str | None) -> None:
