@@ -360,6 +360,10 @@ def test_the_feeds_answer_503_when_the_database_cannot_be_read(tmp_path):
             assert error_code(client.get(path), 503) == "unavailable", path
         # The pages themselves need no database: they load and report the outage from their feeds.
         assert client.get("/").status_code == 200
+        # The version page reads the registry itself: an HTML page saying so.
+        page = client.get("/models/mlp/versions/1")
+        assert page.status_code == 503 and page.mimetype == "text/html"
+        assert "the registry cannot be read now (OperationalError)" in page.get_data(as_text=True)
     finally:
         flask_app.extensions["modelbus"].close()
         application.close()

@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, Response, render_template, request, send_file
 
 from modelbus.api.context import parts
-from modelbus.api.errors import ApiError
+from modelbus.api.errors import ApiError, is_outage
 from modelbus.api.params import DEFAULT_PAGE
 from modelbus.db import registry
 from modelbus.messages.parse import VERSION_MAX
@@ -35,8 +35,9 @@ def _secure(response: Response) -> Response:
 
 
 @bp.errorhandler(ApiError)
-def _not_found(exc: ApiError) -> tuple[str, int]:
-    return render_template("error.html", page="error", title="Not found", message=exc.message), exc.status
+def _error_page(exc: ApiError) -> tuple[str, int]:
+    title = "Unavailable" if exc.status == 503 else "Not found"
+    return render_template("error.html", page="error", title=title, message=exc.message), exc.status
 
 
 def _page(template: str, page: str, title: str, **context: Any) -> str:
@@ -89,12 +90,17 @@ def version_page(model: str, version: int) -> str:
     _known(model)
     dataset = request.args.get("dataset") or DEFAULT_DATASET
     engine = parts().store.engine
-    found = None
-    if version <= VERSION_MAX:
-        found = next((mv for mv in registry.list_versions(engine, model, dataset) if mv.version == version), None)
+    try:
+        versions = registry.list_versions(engine, model, dataset) if version <= VERSION_MAX else []
+        production = registry.aliases(engine).get((model, dataset))
+    except Exception as exc:
+        if not is_outage(exc):
+            raise
+        raise ApiError("unavailable", f"the registry cannot be read now ({type(exc).__name__}); this page "
+                                      "retries when reloaded") from None
+    found = next((mv for mv in versions if mv.version == version), None)
     if found is None:
         raise ApiError("unknown_version", f"no {model} version {version} on dataset '{dataset}'")
-    production = registry.aliases(engine).get((model, dataset))
     return _page("version.html", "version", f"{model} v{version} ({dataset})", model=model, dataset=dataset,
                  mv=found, production=production, scalars=_scalars(found.metrics))
 

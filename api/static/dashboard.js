@@ -510,7 +510,7 @@
       const classes = (metrics.classes || []).map(c => plotText(num(c, Number.isInteger(c) ? 0 : 2)));
       if (metrics.confusion_matrix) {
         const matrix = metrics.confusion_matrix;
-        plot("chart-confusion", [{z: matrix, x: classes, y: classes, type: "heatmap", colorscale: "Blues", reversescale: true, showscale: true,
+        plot("chart-confusion", [{z: matrix, x: classes, y: classes, type: "heatmap", colorscale: [[0, "#f4f8fc"], [1, "#1f4e79"]], showscale: true,
           text: matrix.map(row => row.map(String)), texttemplate: "%{text}", hovertemplate: "true %{y}, predicted %{x}: %{z}<extra></extra>"}],
         {margin: {l: 50, r: 10, t: 10, b: 50}, xaxis: {title: {text: "predicted"}, type: "category"},
           yaxis: {title: {text: "true"}, type: "category", autorange: "reversed"}});

@@ -12,7 +12,7 @@ from modelbus.api.views import iso
 from modelbus.db import registry
 from modelbus.messages.types import MODEL_KINDS
 
-bp = Blueprint("live", __name__)
+bp = Blueprint("feeds", __name__)
 
 RECENT_BUILDS = 10
 
