@@ -8,6 +8,7 @@ import sys
 import threading
 from pathlib import Path
 from typing import Callable
+from urllib.parse import urlsplit
 
 from modelbus.app import App
 from modelbus.runtime import Services
@@ -168,7 +169,8 @@ def load_demo(app: App, stop: threading.Event, base_url: str | None, echo: Calla
         else:
             echo(f"demo: {command} failed: {build['reason']}")
     if base_url:
-        echo(f"dashboard: {base_url}/  (or: {_cli_path()} open)")
+        port = urlsplit(base_url).port
+        echo(f"dashboard: {base_url}/  (or: {shlex.quote(_cli_path())} open --port {port})")
         echo("try:")
         for line in examples(base_url):
             echo(f"  {line}")

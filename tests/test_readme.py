@@ -77,7 +77,8 @@ def test_make_run_serves_the_demo_and_its_printed_commands_work(tmp_path):
         assert dashboard, shown
         page = run_shell(f"curl -s -i {dashboard.group(1)}", env)
         assert page.stdout.startswith("HTTP/1.1 200") and "Content-Security-Policy" in page.stdout, page.stdout[:500]
-        opened = run_shell(f".venv/bin/modelbus open --port {port} --no-browser", env)
+        how = re.search(r"\(or: (.* open --port \d+)\)", shown).group(1)
+        opened = run_shell(f"{how} --no-browser", env)
         assert opened.returncode == 0 and opened.stdout.strip() == f"http://127.0.0.1:{port}/", opened.stdout + opened.stderr
 
         # What `make run` printed works as printed.
