@@ -81,6 +81,24 @@ def seed_hostile(base: str) -> None:
     # Predictions for the predictions-per-second chart.
     for _ in range(20):
         assert requests.get(f"{base}/api/predict/mlp/3,4,5", timeout=10).status_code == 200
+    # A second mlp version and a promotion by hand, so the model charts have a history to draw.
+    built = requests.post(f"{base}/api/models/mlp/build", json={"params": {"epochs": 60, "hidden": [16], "seed": 7}},
+                          headers=auth, timeout=10)
+    assert built.status_code == 202, built.text
+    deadline = time.monotonic() + 60
+    while True:
+        [mlp] = requests.get(f"{base}/api/models/mlp", timeout=10).json()["datasets"]
+        if len(mlp["versions"]) == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert len(mlp["versions"]) == 2, mlp
+    other = 1 if mlp["production"] == 2 else 2
+    promoted = requests.post(f"{base}/api/models/mlp/promote", json={"version": other}, headers=auth, timeout=10)
+    assert promoted.status_code == 202, promoted.text
+    deadline = time.monotonic() + 30
+    while requests.get(f"{base}/api/models/mlp", timeout=10).json()["datasets"][0]["production"] != other:
+        assert time.monotonic() < deadline, "the promotion was not applied"
+        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
@@ -147,16 +165,18 @@ def not_pwned(driver) -> None:
 
 
 def test_every_page_draws_its_charts_without_a_console_error(server, browser):
+    head = requests.get(f"{server}/healthz", timeout=10).json()["log_head"]
     pages = [
         ("overview", "/", [points("#chart-head") + " >= 2", points("#chart-ingest") + " >= 1",
                            points("#chart-lag") + " >= 2", points("#chart-reasons") + " >= 2",
                            "document.querySelectorAll('#models tbody tr').length == 2",
-                           # the demo's 500 rows, 2 builds, their promotions and the hostile event
-                           "Math.max(...document.getElementById('chart-head').data[0].y) == 505"]),
-        ("models", "/models", [points("#model-charts") + " >= 4",
+                           # every event: the demo's, the hostile one, the build and the promotions
+                           f"Math.max(...document.getElementById('chart-head').data[0].y) == {head} && {head} > 505"]),
+        ("models", "/models", [points("#model-charts") + " >= 8",
                                "document.querySelectorAll('#model-table tbody tr').length == 2"]),
-        ("model-mlp", "/models/mlp", [points("#model-charts") + " >= 2",
-                                      "document.querySelectorAll('#datasets tbody tr').length >= 1"]),
+        ("model-mlp", "/models/mlp", [points("#model-charts") + " >= 6",
+                                      "document.querySelectorAll('#datasets tbody tr').length == 2",
+                                      "document.querySelectorAll('#builds tbody tr').length == 2"]),
         ("version-mlp-1", "/models/mlp/versions/1?dataset=default",
          [points("#chart-confusion") + " >= 1", points("#chart-classes") + " >= 10"]),
         ("version-linear-1", "/models/linear/versions/1?dataset=default", []),
