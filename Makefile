@@ -23,6 +23,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	scripts/ensure-mariadb.sh
+	scripts/ensure-chromium.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)

@@ -17,6 +17,7 @@ from modelbus.messages.schemas import (
     Prediction,
     PredictionError,
     PredictionRequest,
+    Version,
     csv_pattern,
 )
 from modelbus.messages.types import BUILD_COMMANDS
@@ -27,6 +28,7 @@ _WHY = {
     401: "Missing or wrong bearer token",
     404: "Unknown model, version, dataset or name",
     413: "Body too large",
+    415: "The body is not sent as JSON (Content-Type: application/json)",
     503: "The database, the broker or a model is unavailable",
 }
 
@@ -217,6 +219,58 @@ def openapi_document(token_required: bool = False) -> dict[str, Any]:
             "parameters": c.query(http.BuildQuery),
             "responses": {"202": c.json(http.Outcome, f"The {kind} build is queued"), **c.errors(400, *auth, 503)},
         }}
+    version_param = _path("version", "Version number.", TypeAdapter(Version).json_schema())
+    writes = {**security, "tags": ["dashboard"]}
+    paths["/api/models/{model}/build"] = {"post": {
+        "summary": "Queue a build command of the model (the dashboard's Build button)",
+        **writes,
+        "parameters": [model_param],
+        "requestBody": _body(c.schema(http.BuildRequest, mode="validation")),
+        "responses": {"202": c.json(http.Outcome, "The build command is queued"),
+                      **c.errors(400, *auth, 404, 415, 503)},
+    }}
+    paths["/api/models/{model}/promote"] = {"post": {
+        "summary": "Queue a promote command: production moves when the builds handler applies it",
+        **writes,
+        "parameters": [model_param],
+        "requestBody": _body(c.schema(http.PromoteRequest, mode="validation")),
+        "responses": {"202": c.json(http.Outcome, "The promote command is queued"),
+                      **c.errors(400, *auth, 404, 415, 503)},
+    }}
+    paths["/api/models/{model}/versions/{version}/verify"] = {
+        "post": {
+            "summary": "Rebuild the version from its lineage in the background and compare it bit for bit",
+            **writes,
+            "parameters": [model_param, version_param, *c.query(http.VerifyQuery)],
+            "responses": {"202": c.json(http.VerifyState, "The run is queued or running"),
+                          **c.errors(400, *auth, 404, 503)},
+        },
+        "get": {
+            "summary": "The state of this process's latest verify of the version",
+            "tags": ["dashboard"],
+            "parameters": [model_param, version_param, *c.query(http.VerifyQuery)],
+            "responses": {"200": c.json(http.VerifyState, "never, queued, running, ok, mismatch or failed"),
+                          **c.errors(400, 404, 503)},
+        },
+    }
+    paths["/api/dashboard/overview"] = {"get": {
+        "summary": "The overview page's data: log head, handlers, build queue, builds, dead letters by reason, "
+                   "models, and the series this process sampled (log head, ingest and prediction rates, lag)",
+        "tags": ["dashboard"],
+        "responses": {"200": c.json(dict[str, Any], "The overview"), **c.errors(503)},
+    }}
+    paths["/api/dashboard/models"] = {"get": {
+        "summary": "Per model and dataset: each version's main metric and build time, and the promotions",
+        "tags": ["dashboard"],
+        "parameters": c.query(http.HistoryQuery),
+        "responses": {"200": c.json(dict[str, Any], "Model histories"), **c.errors(400, 503)},
+    }}
+    paths["/api/dashboard/dead-letters"] = {"get": {
+        "summary": "Dead letters as /api/errors pages them, optionally of one reason, with the count per reason",
+        "tags": ["dashboard"],
+        "parameters": c.query(http.DeadLetterQuery),
+        "responses": {"200": c.json(dict[str, Any], "A page of dead letters"), **c.errors(400, 503)},
+    }}
     return {
         "openapi": "3.1.0",
         "info": {

@@ -15,6 +15,7 @@ SQLAlchemy Connection of the transaction, through which a handler with tables of
 """
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, ContextManager, Protocol, Sequence, runtime_checkable
 
 from modelbus.db.events import EventRow, Incoming, Outcome
@@ -43,7 +44,8 @@ class EventLog(Protocol):
         """The last position (0 when the log is empty)."""
 
     def read(self, after: int = 0, limit: int = 1000, *, until: int | None = None, type: str | None = None,
-             name: str | None = None, dataset: str | None = None) -> list[EventRow]:
+             name: str | None = None, names: Sequence[str] | None = None,
+             dataset: str | None = None) -> list[EventRow]:
         """Events with position > after (and <= until), matching the filters, in position order."""
 
     def count(self, **filters: str) -> int:
@@ -55,11 +57,15 @@ class EventLog(Protocol):
     def expected_values(self, dataset: str) -> int | None:
         """How many values a training record of `dataset` must carry, if known yet."""
 
-    def dead_letters(self, after: int = 0, limit: int = 100) -> list[dict]:
-        """Dead letters with id > after, oldest first (code, reason, raw, source columns, received_at)."""
+    def dead_letters(self, after: int = 0, limit: int = 100, code: str | None = None) -> list[dict]:
+        """Dead letters with id > after (of one reason when given), oldest first (code, reason, raw, source
+        columns, received_at)."""
 
-    def dead_letter_count(self) -> int:
-        """How many dead letters are stored."""
+    def dead_letter_count(self, code: str | None = None) -> int:
+        """How many dead letters are stored (of one reason when given)."""
+
+    def dead_letter_reasons(self) -> list[tuple[str, int, datetime]]:
+        """(reason code, count, latest time) of every reason stored."""
 
     @property
     def generation(self) -> int:

@@ -386,10 +386,11 @@ class EventStore:
         until: int | None = None,
         type: str | None = None,
         name: str | None = None,
+        names: Sequence[str] | None = None,
         dataset: str | None = None,
         conn: Connection | None = None,
     ) -> list[EventRow]:
-        """Events with position > after (and <= until), in position order."""
+        """Events with position > after (and <= until), in position order; `names` keeps events of those names."""
         query = select(*_EVENT_COLUMNS).where(events.c.position > after)
         if until is not None:
             query = query.where(events.c.position <= until)
@@ -397,6 +398,8 @@ class EventStore:
             query = query.where(events.c.type == type)
         if name is not None:
             query = query.where(events.c.name == name)
+        if names is not None:
+            query = query.where(events.c.name.in_(sorted(names)))
         if dataset is not None:
             query = query.where(events.c.dataset == dataset)
         query = query.order_by(events.c.position).limit(limit)
@@ -418,13 +421,25 @@ class EventStore:
         with self.engine.connect() as conn:
             return conn.execute(select(events.c.position).where(events.c.event_id == event_id)).scalar_one_or_none()
 
-    def dead_letters(self, after: int = 0, limit: int = 100) -> list[dict]:
-        """Dead letters with id > after, oldest first."""
-        query = select(dead_letters).where(dead_letters.c.id > after).order_by(dead_letters.c.id).limit(limit)
+    def dead_letters(self, after: int = 0, limit: int = 100, code: str | None = None) -> list[dict]:
+        """Dead letters with id > after (of reason `code` when given), oldest first."""
+        query = select(dead_letters).where(dead_letters.c.id > after)
+        if code is not None:
+            query = query.where(dead_letters.c.code == code)
         with self.engine.connect() as conn:
-            return [dict(row._mapping) for row in conn.execute(query)]
+            return [dict(row._mapping) for row in conn.execute(query.order_by(dead_letters.c.id).limit(limit))]
 
-    def dead_letter_count(self) -> int:
-        """How many dead letters are stored."""
+    def dead_letter_count(self, code: str | None = None) -> int:
+        """How many dead letters are stored (of reason `code` when given)."""
+        query = select(func.count()).select_from(dead_letters)
+        if code is not None:
+            query = query.where(dead_letters.c.code == code)
         with self.engine.connect() as conn:
-            return conn.execute(select(func.count()).select_from(dead_letters)).scalar_one()
+            return conn.execute(query).scalar_one()
+
+    def dead_letter_reasons(self) -> list[tuple[str, int, datetime]]:
+        """(reason code, how many, the latest one's time) of every reason stored."""
+        query = select(dead_letters.c.code, func.count(), func.max(dead_letters.c.received_at)).group_by(
+            dead_letters.c.code)
+        with self.engine.connect() as conn:
+            return [(c, n, t) for c, n, t in conn.execute(query)]

@@ -184,3 +184,57 @@ class SchemaList(Answer):
     """The names /api/schemas/<name> serves."""
 
     schemas: list[str]
+
+
+# --- the dashboard's routes -------------------------------------------------------------------
+
+
+class DeadLetterQuery(PageQuery):
+    """A page of dead letters, optionally of one reason."""
+
+    code: Optional[str] = Field(None, min_length=1, max_length=32,
+                                description="Only dead letters with this reason (error code).")
+
+
+class HistoryQuery(Query):
+    """Which model histories to return."""
+
+    model: Optional[ModelKind] = Field(None, description="Only this model kind.")  # type: ignore[valid-type]
+    dataset: Optional[Dataset] = Field(None, description="Only this dataset.")
+
+
+class VerifyQuery(Query):
+    """The dataset of the version to verify."""
+
+    dataset: Optional[Dataset] = Field(None, description="Dataset (default 'default').")
+
+
+class BuildRequest(BaseModel):
+    """The body of POST /api/models/<model>/build: the build command's optional dataset and params."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: Optional[Dataset] = Field(None, description="Dataset to build (default 'default').")
+    params: Optional[dict[str, Any]] = Field(None, description="Build params (see /api/schemas/<model>_params).")
+
+
+class PromoteRequest(BaseModel):
+    """The body of POST /api/models/<model>/promote: the version to make production."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: Version  # type: ignore[valid-type]
+    dataset: Optional[Dataset] = Field(None, description="Dataset (default 'default').")
+
+
+class VerifyState(Answer):
+    """This process's latest verify of a version."""
+
+    state: Literal["never", "queued", "running", "ok", "mismatch", "failed"]
+    differences: Optional[list[str]] = None
+    notes: Optional[list[str]] = None
+    error: Optional[str] = None
+    requested_at: Optional[str] = None
+    started_at: Optional[str] = None
+    finished_at: Optional[str] = None
+    seconds: Optional[float] = None

@@ -8,6 +8,7 @@ import sys
 import threading
 from pathlib import Path
 from typing import Callable
+from urllib.parse import urlsplit
 
 from modelbus.app import App
 from modelbus.runtime import Services
@@ -84,7 +85,7 @@ def start_predictor(app: App, services: Services, cache=None) -> None:
 def start_parts(app: App, services: Services, *, api: bool = True, scheduler: bool = True):
     """Start ingest and predictor (Kafka mode), the handlers, the API and the scheduler; returns the API server."""
     settings = app.settings
-    serving = server = None
+    serving = server = flask_app = None
     if api:
         from modelbus.api.server import ApiServer
         from modelbus.web import create_api
@@ -104,7 +105,10 @@ def start_parts(app: App, services: Services, *, api: bool = True, scheduler: bo
     start_handlers(app, services)
 
     if serving is not None and server is not None:
+        from modelbus.api.app import sampler
+
         serving.start(services.start)
+        services.start("dashboard-sampler", sampler(flask_app).run)
         services.start("api", server.run)
         log.info("api ready at %s", server.url)
 
@@ -137,6 +141,7 @@ def examples(base_url: str) -> list[str]:
         f"-d '{{\"model\":\"linear\",\"payload\":\"{DEMO_ROWS[1]}\"}}'",
         f"{cli} send '{{\"type\":\"training\",\"payload\":\"3,4,5,4\"}}'",
         f"{cli} build mlp --wait",
+        f"{cli} predict mlp {DEMO_ROWS[0]}",
         f"{cli} models",
         f"{cli} status",
     ]
@@ -164,6 +169,8 @@ def load_demo(app: App, stop: threading.Event, base_url: str | None, echo: Calla
         else:
             echo(f"demo: {command} failed: {build['reason']}")
     if base_url:
+        port = urlsplit(base_url).port
+        echo(f"dashboard: {base_url}/  (or: {shlex.quote(_cli_path())} open --port {port})")
         echo("try:")
         for line in examples(base_url):
             echo(f"  {line}")

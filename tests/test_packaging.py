@@ -26,8 +26,11 @@ def test_a_built_wheel_holds_only_the_modelbus_package(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     tops = {name.split("/")[0] for name in names}
     assert tops == {"modelbus", next(t for t in tops if t.endswith(".dist-info"))}, sorted(tops)
-    for expected in ("modelbus/cli/__init__.py", "modelbus/messages/parse.py", "modelbus/handlers/serving/cache.py", "modelbus/db/migrations/env.py",
-                     "modelbus/db/migrations/versions/0001_event_log.py", "modelbus/messages/build_mlp.json"):
+    for expected in ("modelbus/cli/__init__.py", "modelbus/messages/parse.py", "modelbus/handlers/serving/cache.py",
+                     "modelbus/db/migrations/env.py", "modelbus/db/migrations/versions/0001_event_log.py",
+                     "modelbus/messages/build_mlp.json", "modelbus/api/templates/base.html",
+                     "modelbus/api/templates/version.html", "modelbus/api/static/dashboard.js",
+                     "modelbus/api/static/dashboard.css"):
         assert any(name.startswith(expected.rsplit(".", 1)[0]) for name in names), expected
 
 

@@ -65,12 +65,21 @@ def test_make_run_serves_the_demo_and_its_printed_commands_work(tmp_path):
                 break
         else:
             pytest.fail("make run printed no examples:\n" + "".join(printed))
-        for _ in range(6):
+        for _ in range(7):
             printed.append(proc.stdout.readline())
         shown = "".join(printed)
         assert "demo: build_mlp -> version 1" in shown and "demo: build_linear -> version 1" in shown
         examples = [line.strip() for line in printed[printed.index("try:\n") + 1 :] if line.startswith("  ")]
-        assert len(examples) == 6
+        assert len(examples) == 7
+
+        # The dashboard is where `make run` says it is, and `modelbus open` finds it there.
+        dashboard = re.search(r"^dashboard: (http://localhost:\d+/)", shown, re.M)
+        assert dashboard, shown
+        page = run_shell(f"curl -s -i {dashboard.group(1)}", env)
+        assert page.stdout.startswith("HTTP/1.1 200") and "Content-Security-Policy" in page.stdout, page.stdout[:500]
+        how = re.search(r"\(or: (.* open --port \d+)\)", shown).group(1)
+        opened = run_shell(f"{how} --no-browser", env)
+        assert opened.returncode == 0 and opened.stdout.strip() == f"http://127.0.0.1:{port}/", opened.stdout + opened.stderr
 
         # What `make run` printed works as printed.
         for example in examples:

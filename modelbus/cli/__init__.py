@@ -1,7 +1,7 @@
 """The `modelbus` command line: every command, registered here and nowhere else."""
 from __future__ import annotations
 
-from modelbus.cli import db, demo, events, kafka, models, run, status
+from modelbus.cli import dashboard, db, demo, events, kafka, models, predict, run, status
 from modelbus.cli.group import main
 
 for command in (
@@ -10,6 +10,7 @@ for command in (
     events.send, events.events, events.errors, events.replay,
     kafka.broker, kafka.topics,
     models.build, models.models, models.verify, models.lineage,
+    predict.predict, dashboard.open_dashboard,
     run.worker, run.up, run.api, run.predictor, run.scheduler,
     status.status,
 ):

@@ -99,6 +99,7 @@ def up(ctx: click.Context, demo: bool, with_api: bool, with_scheduler: bool, por
 @click.pass_context
 def api(ctx: click.Context, host: str | None, port: int | None, threads: int | None) -> None:
     """Serve the HTTP API with waitress until SIGINT/SIGTERM (predictions hot-reload on promotion)."""
+    from modelbus.api.app import sampler
     from modelbus.api.server import ApiServer
     from modelbus.cli.errors import listen_problem
     from modelbus.runtime import Services
@@ -121,6 +122,7 @@ def api(ctx: click.Context, host: str | None, port: int | None, threads: int | N
         serving.close()
         raise click.ClickException(listen_problem(host, port, exc, "--port or MODELBUS_API_PORT")) from None
     serving.start(services.start)
+    services.start("dashboard-sampler", sampler(flask_app).run)
     services.start("api", server.run)
     log.info("api ready at %s (%s mode)", server.url, "kafka" if settings.kafka_mode else "embedded")
     ok = services.wait()
