@@ -11,8 +11,17 @@ def iso(value: Any) -> Any:
     return value.isoformat() if hasattr(value, "isoformat") else value
 
 
-def version_json(mv: Any, production: int | None) -> dict[str, Any]:
-    """A registry version as the API shows it (no artifact)."""
+def promotion_json(row: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What a version's automatic promotion decided, as the API shows it (None before it is decided)."""
+    if row is None:
+        return None
+    return {"status": row["status"], "reason": row["reason"], "candidate_score": row.get("candidate_score"),
+            "production_version": row["previous_version"], "production_score": row.get("production_score"),
+            "test_rows": row.get("test_rows")}
+
+
+def version_json(mv: Any, production: int | None, promotion: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A registry version as the API shows it (no artifact), with its promotion's decision."""
     return {
         "version": mv.version,
         "uuid": mv.uuid,
@@ -31,6 +40,7 @@ def version_json(mv: Any, production: int | None) -> dict[str, Any]:
         },
         "versions": getattr(mv, "versions", None),
         "created_at": iso(mv.created_at),
+        "promotion": promotion_json(promotion),
     }
 
 

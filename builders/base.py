@@ -170,6 +170,15 @@ class Builder(abc.ABC):
     def load(self, data: bytes) -> Model:
         """A model of this kind from its artifact."""
 
+    def score(self, model: Model, data: TrainingData) -> float:
+        """This kind's main metric of `model` on `data`'s rows: how promotion compares two versions fairly."""
+        predicted = model.predict(data.X)
+        if self.main_metric == "accuracy":
+            return float(np.mean(predicted == data.y))
+        from sklearn.metrics import r2_score
+
+        return float(r2_score(data.y, predicted))
+
 
 def get_builder(kind: str) -> Builder:
     """The builder for a model kind, or BuildError listing the known kinds."""

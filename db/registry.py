@@ -221,6 +221,18 @@ def promotion_history(engine: Engine, model: str | None = None, dataset: str | N
         return [dict(row._mapping) for row in conn.execute(_newest(promotions, model, dataset, limit))]
 
 
+def automatic_promotions(engine: Engine, model: str | None = None, dataset: str | None = None) -> dict[tuple, dict]:
+    """(model, dataset, version) -> what came of that version's automatic promotion (its latest record)."""
+    query = select(promotions).where(promotions.c.automatic.is_(True))
+    if model is not None:
+        query = query.where(promotions.c.model == model)
+    if dataset is not None:
+        query = query.where(promotions.c.dataset == dataset)
+    with engine.connect() as conn:
+        rows = [dict(row._mapping) for row in conn.execute(query.order_by(promotions.c.position))]
+    return {(r["model"], r["dataset"], r["version"]): r for r in rows}
+
+
 # --- writes (inside the build handler's transaction) ---------------------------------------
 
 def next_version(conn: Connection, model: str, dataset: str) -> int:
@@ -390,6 +402,10 @@ class SqlRegistry:
     def promotion_history(self, model: str | None = None, dataset: str | None = None, limit: int = 50) -> list[dict]:
         """Promote commands and what came of them, newest first."""
         return promotion_history(self.engine, model, dataset, limit)
+
+    def automatic_promotions(self, model: str | None = None, dataset: str | None = None) -> dict[tuple, dict]:
+        """(model, dataset, version) -> what came of that version's automatic promotion."""
+        return automatic_promotions(self.engine, model, dataset)
 
     # writes, inside the caller's transaction
 

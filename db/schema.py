@@ -203,6 +203,10 @@ promotions = Table(
     Column("status", String(8), nullable=False),
     Column("reason", Text),
     Column("created_at", Timestamp, nullable=False),
+    # An automatic promotion compares the newcomer and production on the newcomer's test rows.
+    Column("candidate_score", Double),
+    Column("production_score", Double),
+    Column("test_rows", Integer),
     **_MYSQL,
 )
 

@@ -399,6 +399,17 @@ class Lineage(Answer):
     build_position: Optional[int]
 
 
+class PromotionDecision(Answer):
+    """What an automatic promotion decided: the newcomer and production scored on the same test rows."""
+
+    status: Literal["moved", "kept", "failed"]
+    reason: str
+    candidate_score: Optional[float] = Field(description="The newcomer's main metric on its test rows.")
+    production_version: Optional[int]
+    production_score: Optional[float] = Field(description="Production's main metric on the same rows.")
+    test_rows: Optional[int]
+
+
 class ModelVersionView(Answer):
     """A model version as GET /api/models/<model> shows it (no artifact)."""
 
@@ -413,6 +424,8 @@ class ModelVersionView(Answer):
     lineage: Lineage
     versions: Optional[dict[str, str]] = Field(description="Python and library versions of the build.")
     created_at: str
+    promotion: Optional[PromotionDecision] = Field(
+        None, description="What its automatic promotion decided; null until the builds handler reaches it.")
 
 
 class BuildOutcome(Answer):
@@ -426,9 +439,11 @@ class BuildOutcome(Answer):
     reason: Optional[str]
     version: Optional[int]
     uuid: Optional[str]
-    promoted: bool = Field(description="Whether the build appended its automatic promotion.")
+    promoted: bool = Field(description="Whether the version became production (its automatic promotion moved it).")
     n_events: Optional[int]
     metrics: Optional[dict[str, Any]]
+    promotion: Optional[PromotionDecision] = Field(
+        None, description="What the automatic promotion decided (ok builds; announced once it is decided).")
 
 
 class ModelUpdate(Answer):

@@ -100,7 +100,8 @@ class App:
         from modelbus.handlers.log.training import TrainingRecords
 
         return [TrainingRecords(), BuildHandler(self.engine, notify=self.publish_model_update,
-                                                announce=self.publish_build_outcome)]
+                                                announce=self.publish_build_outcome,
+                                                min_test_rows=self.settings.promotion_min_test_rows)]
 
     def publish_model_update(self, update) -> None:
         """Announce an alias move (db.registry.ModelUpdate) on model_update_topic, keyed by model:dataset."""

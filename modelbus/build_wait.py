@@ -52,24 +52,29 @@ class OutcomeListener:
 
 
 def report_from_store(store, event_id: str) -> dict | None:
-    """The outcome of a build command as recorded in the registry, shaped like build_outcome_topic's."""
-    from modelbus.handlers.log.build import auto_promote_id
+    """The outcome of a build command as recorded in the registry, shaped like build_outcome_topic's.
 
+    None while it is pending: for a successful build, until its automatic promotion is decided.
+    """
     engine = store.engine
     build = registry.get_build(engine, event_id=event_id)
     if build is None:
         return None
     report: dict[str, Any] = {key: build.get(key) for key in ("position", "model", "dataset", "status", "reason",
                                                                 "version", "n_events")}
-    report.update(id=event_id, uuid=None, metrics=None, promoted=False)
+    report.update(id=event_id, uuid=None, metrics=None, promoted=False, promotion=None)
     if build["status"] == "ok":
-        mv = registry.get_version(engine, build["model"], build["dataset"], build["version"])
+        key = (build["model"], build["dataset"], build["version"])
+        decided = registry.automatic_promotions(engine, build["model"], build["dataset"]).get(key)
+        if decided is None:
+            return None
+        mv = registry.get_version(engine, *key)
         if mv is not None:
             report.update(uuid=mv.uuid, metrics=mv.metrics, n_events=mv.n_events)
-        # The build appends its promotion in the transaction that records it; the alias moves a
-        # moment later, when the handler reaches that event.
-        promotion = auto_promote_id(build["model"], build["dataset"], build["version"])
-        report["promoted"] = store.position_of(promotion) is not None
+        report["promoted"] = decided["status"] == "moved"
+        report["promotion"] = {k: decided[k] for k in ("status", "reason", "candidate_score", "production_score",
+                                                        "test_rows")}
+        report["promotion"]["production_version"] = decided["previous_version"]
     return report
 
 

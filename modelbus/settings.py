@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     api_threads: int = Field(default=8, ge=1)
     api_token: str | None = None
     predict_batch: int = Field(default=256, ge=1)
+    # An automatic promotion needs the newcomer tested on at least this many rows.
+    promotion_min_test_rows: int = Field(default=30, ge=1)
     predict_wait_ms: int = Field(default=10, ge=0)
     schedule: list[ScheduleJob] = []
     kafka_session_timeout_ms: int = Field(default=10_000, ge=1000)

@@ -48,9 +48,14 @@ def send_command(store: EventStore, name: str, dataset: str = "default", **field
     return outcome.position
 
 
+# These tests build on small data sets: a version tested on a few rows may still become
+# production here (tests/test_promotion.py covers the minimum).
+FEW_TEST_ROWS = 1
+
+
 def run_builds(store: EventStore, handler: BuildHandler | None = None, owner: str = "test-owner") -> BuildHandler:
     """Run the build handler until it has applied the whole log, including the promote events it appends."""
-    handler = handler or BuildHandler(store.engine)
+    handler = handler or BuildHandler(store.engine, min_test_rows=FEW_TEST_ROWS)
     follower = Follower(store, handler, owner)
     try:
         while follower.position() < store.head():

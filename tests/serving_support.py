@@ -91,6 +91,9 @@ class FakeRegistry:
     def aliases(self) -> dict[tuple[str, str], int]:
         return dict(self.alias)
 
+    def automatic_promotions(self, model: str | None = None, dataset: str | None = None) -> dict:
+        return {}
+
     def alias_generation(self) -> int:
         return self.generation
 

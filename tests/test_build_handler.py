@@ -124,7 +124,7 @@ def test_a_builder_bug_is_a_failed_build_not_a_stuck_handler(store, monkeypatch)
 
 def test_a_worse_version_does_not_promote_an_equal_one_does(store):
     updates: list[ModelUpdate] = []
-    handler = BuildHandler(store.engine, notify=updates.append)
+    handler = BuildHandler(store.engine, notify=updates.append, min_test_rows=1)
     send_rows(store, linear_rows(60, seed=4, noise=0.01))
     v1 = send_command(store, "build_linear")
     run_builds(store, handler)
@@ -140,15 +140,23 @@ def test_a_worse_version_does_not_promote_an_equal_one_does(store):
     assert mvs[2].main_metric < mvs[1].main_metric
     assert mvs[3].main_metric == mvs[4].main_metric == mvs[2].main_metric
     assert registry.aliases(store.engine) == {("linear", "default"): 1}
-    # Only v1 got a promote event: every alias move is one, appended by the system.
+    # Every version is put up for promotion by a system promote event; only v1 moved production.
     promotes = store.read(limit=1000, name="promote")
-    assert [(r.event_id, r.source) for r in promotes] == [(auto_promote_id("linear", "default", 1), "system")]
+    assert [(r.event_id, r.source) for r in promotes] == [
+        (auto_promote_id("linear", "default", v), "system") for v in (1, 2, 3, 4)]
     assert json.loads(promotes[0].payload) == {"type": "command", "payload": "promote", "model": "linear",
                                                "dataset": "default", "version": 1,
                                                "id": auto_promote_id("linear", "default", 1)}
     assert updates == [ModelUpdate("linear", "default", 1, mvs[1].uuid, promotes[0].position)]
     assert promotes[0].position > v1
     assert registry.alias_generation(store.engine) == promotes[0].position
+    history = sorted(registry.promotion_history(store.engine), key=lambda p: p["version"])
+    assert [(p["version"], p["status"], p["previous_version"]) for p in history] == [
+        (1, "moved", None), (2, "kept", 1), (3, "kept", 1), (4, "kept", 1)]
+    # Each newcomer and production were scored on the newcomer's own test rows.
+    for kept in history[1:]:
+        assert kept["candidate_score"] < kept["production_score"]
+        assert f"on the same {kept['test_rows']} test rows" in kept["reason"]
 
 
 def test_equal_metric_promotes(store):
@@ -184,7 +192,7 @@ def test_late_automatic_promotions_never_move_production_to_a_worse_version(stor
 
 def test_explicit_promote_moves_the_alias_and_an_unknown_version_is_recorded(store):
     updates: list[ModelUpdate] = []
-    handler = BuildHandler(store.engine, notify=updates.append)
+    handler = BuildHandler(store.engine, notify=updates.append, min_test_rows=1)
     send_rows(store, linear_rows(40, seed=8))
     send_command(store, "build_slr")
     send_command(store, "build_slr", params={"seed": 3})
@@ -255,7 +263,7 @@ def test_replay_reproduces_identical_registry_rows(store):
     head = store.head()
     assert len(before["versions"]) == 4 and len(before["builds"]) == 5
 
-    handler = BuildHandler(store.engine)
+    handler = BuildHandler(store.engine, min_test_rows=1)
     replay_handler(store, handler, progress=False)
     run_builds(store, handler)
     assert store.head() == head  # the auto-promote events were found, not appended again

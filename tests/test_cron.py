@@ -268,7 +268,7 @@ def test_two_schedulers_make_one_build_per_slot(db_url):
             assert statuses == [ACCEPTED, DUPLICATE]
 
         # The builds happen: one linear version per cron command, from the same log.
-        Follower(store, BuildHandler(store.engine)).catch_up()
+        Follower(store, BuildHandler(store.engine, min_test_rows=1)).catch_up()
         builds = {b["event_id"]: b for b in registry.builds(store.engine, model="linear", limit=1000)}
         commands = cron_events(store)
         assert set(builds) == {r.event_id for r in commands}

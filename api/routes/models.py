@@ -51,6 +51,7 @@ def show_model(model: str) -> Response:
     options = query(ModelQuery)
     dataset, limit = options.dataset, options.builds
     production = registry.aliases()
+    promotions = registry.automatic_promotions(model, dataset)
     grouped: dict[str, list[Any]] = {}
     for mv in registry.list_versions(model, dataset):
         grouped.setdefault(mv.dataset, []).append(mv)
@@ -58,7 +59,8 @@ def show_model(model: str) -> Response:
         {
             "dataset": name,
             "production": production.get((model, name)),
-            "versions": [version_json(mv, production.get((model, name))) for mv in versions],
+            "versions": [version_json(mv, production.get((model, name)), promotions.get((model, name, mv.version)))
+                         for mv in versions],
         }
         for name, versions in sorted(grouped.items())
     ]

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable, Sequence
 
-from modelbus.builders.base import BuildError, BuildResult, Cancelled, check_stop, get_builder
+from modelbus.builders.base import BuildError, BuildResult, Cancelled, TrainingData, check_stop, get_builder
+from modelbus.builders.split import train_test_indices
 from modelbus.db import registry
 from modelbus.db.contracts import Transaction
 from modelbus.db.errors import StorageError
@@ -58,6 +59,8 @@ class BuildOutcome:
     finished_at: datetime | None = None
     load_seconds: float | None = None
     fit_seconds: float | None = None
+    # The rows the model was tested on (kept in memory for its promotion, never stored).
+    test: TrainingData | None = None
 
     @property
     def ok(self) -> bool:
@@ -114,6 +117,7 @@ def run_build(engine: Any, model: str, dataset: str, before: int, params: dict |
             raise BuildError(f"the build's {builder.main_metric} is {main!r}, not a finite number")
         outcome.result, outcome.artifact, outcome.metrics_json = result, artifact, metrics_json
         outcome.sha256 = hashlib.sha256(artifact).hexdigest()
+        outcome.test = holdout_rows(data, result.params)
     except BuildError as exc:
         outcome.reason = str(exc)
     except (StorageError, Cancelled):
@@ -142,9 +146,35 @@ def promotes(new: float, current: float | None) -> bool:
     return current is None or new >= current
 
 
+@dataclass(frozen=True)
+class Decision:
+    """What an automatic promotion decides: move production or keep it, why, and the scores it compared."""
+
+    status: str  # moved, kept or failed
+    reason: str
+    candidate_score: float | None = None
+    production_version: int | None = None
+    production_score: float | None = None
+    test_rows: int | None = None
+    report: dict | None = None  # the build's outcome to announce once the decision is committed
+
+    def summary(self) -> dict:
+        """The decision as build_outcome_topic and the API show it."""
+        return {"status": self.status, "reason": self.reason, "candidate_score": self.candidate_score,
+                "production_version": self.production_version, "production_score": self.production_score,
+                "test_rows": self.test_rows}
+
+
+def holdout_rows(data: TrainingData, params: dict) -> TrainingData:
+    """The rows a build was tested on: the same keyed split its builder made."""
+    _, test_idx = train_test_indices(data.keys, params["split"], params["seed"])
+    return data.take(test_idx)
+
+
 @dataclass
 class _Batch:
     outcomes: dict[int, BuildOutcome]
+    decisions: dict[int, Decision] = field(default_factory=dict)
     # Announced (and emptied) after each commit: alias moves, and what came of each build command.
     moves: list[ModelUpdate] = field(default_factory=list)
     reports: list[dict] = field(default_factory=list)
@@ -175,22 +205,34 @@ class BuildHandler(Handler):
     event_type = "command"
     batch_size = 200
 
-    def __init__(self, engine: Any, notify: Notify | None = None, announce: Announce | None = None):
+    def __init__(self, engine: Any, notify: Notify | None = None, announce: Announce | None = None,
+                 min_test_rows: int = 30):
         self.engine = engine
         self.notify = notify
         self.announce = announce
+        self.min_test_rows = min_test_rows
+        # The test rows of the last build, so its promotion, which usually comes next, does
+        # not read the log again: (build position, rows).
+        self._last_test: tuple[int, TrainingData] | None = None
 
     def take(self, events: Sequence[EventRow]) -> Sequence[EventRow]:
-        """Events up to and including the first build command: one build per transaction."""
+        """The events before the first build command or automatic promotion, or that event alone.
+
+        Each of those is prepared (trained, or judged) outside the transaction against the
+        registry as every event before it left it: so it must start its batch.
+        """
         for index, row in enumerate(events):
-            if row.name in BUILD_COMMANDS:
-                return events[: index + 1]
+            if row.name in BUILD_COMMANDS or is_automatic(row):
+                return events[:index] if index else events[:1]
         return events
 
     def prepare(self, events: Sequence[EventRow], stop: threading.Event | None = None) -> _Batch:
         """Train for each build command (outside the transaction, under the renewed lease); Cancelled on `stop`."""
-        outcomes = {}
+        outcomes, decisions = {}, {}
         for row in events:
+            if is_automatic(row):
+                decisions[row.position] = self._judge(row)
+                continue
             if row.name not in BUILD_COMMANDS:
                 continue
             kind = BUILD_COMMANDS[row.name]
@@ -209,22 +251,31 @@ class BuildHandler(Handler):
                 else:
                     log.warning("build of %s on %s at position %d failed: %s", kind, row.dataset, row.position,
                                 outcome.reason)
+            if outcome.ok and outcome.test is not None:
+                self._last_test = (row.position, outcome.test)
             outcomes[row.position] = outcome
-        return _Batch(outcomes)
+        return _Batch(outcomes, decisions)
 
     def apply(self, conn: Transaction, events: Sequence[EventRow], prepared: _Batch) -> None:
         """Record builds and versions, append auto-promotions, move aliases."""
         prepared.moves, prepared.reports = [], []
         for row in events:
             if row.name in BUILD_COMMANDS:
-                prepared.reports.append(self._record_build(conn, row, prepared.outcomes[row.position]))
+                report = self._record_build(conn, row, prepared.outcomes[row.position])
+                if report is not None:
+                    prepared.reports.append(report)
             elif row.name == "promote":
-                move = self._promote(conn, row)
+                decision = prepared.decisions.get(row.position)
+                move = self._promote(conn, row, decision)
+                if decision is not None and decision.report is not None:
+                    prepared.reports.append({**decision.report, "promoted": move is not None,
+                                             "promotion": decision.summary()})
                 if move is not None:
                     prepared.moves.append(move)
 
-    def _record_build(self, conn: Transaction, row: EventRow, outcome: BuildOutcome) -> dict:
-        version, uuid, promoted = None, None, False
+    def _record_build(self, conn: Transaction, row: EventRow, outcome: BuildOutcome) -> dict | None:
+        """Record the build; its outcome is announced now when it failed, with its promotion's decision otherwise."""
+        version, uuid = None, None
         if outcome.ok:
             assert outcome.result is not None and outcome.lineage is not None
             builder = get_builder(outcome.model)
@@ -251,13 +302,12 @@ class BuildHandler(Handler):
             )
             registry.insert_version(conn, mv)
             registry.insert_seed_rows(conn, mv)
-            current = registry.current_production(conn, mv.model, mv.dataset)
             uuid = mv.uuid
-            if promotes(mv.main_metric, current[1] if current else None):
-                self._append_promote(conn, mv)
-                promoted = True
+            # Every version is put up for promotion; when the handler reaches that event it compares
+            # the version with production as it is then, on the same rows (_judge).
+            self._append_promote(conn, mv)
         _insert_build(conn, row, outcome, version, outcome.reason)
-        return build_report(row, outcome, version, uuid, promoted)
+        return None if outcome.ok else build_report(row, outcome, version, uuid, False)
 
     def _append_promote(self, conn: Transaction, mv: ModelVersion) -> None:
         event_id = auto_promote_id(mv.model, mv.dataset, mv.version)
@@ -272,7 +322,7 @@ class BuildHandler(Handler):
         else:
             log.info("appended %s at position %s", event_id, outcome.position)
 
-    def _promote(self, conn: Transaction, row: EventRow) -> ModelUpdate | None:
+    def _promote(self, conn: Transaction, row: EventRow, decision: Decision | None) -> ModelUpdate | None:
         # A promote that cannot be read or names a version no registry column holds raises:
         # the follower records it as this handler's failure and moves past it.
         command = parse_command(row)
@@ -280,23 +330,25 @@ class BuildHandler(Handler):
         assert model is not None and version is not None
         if not _fits(version):
             raise ValueError(f"version {version} is out of range: versions are 1 to {registry.INT_MAX}")
-        automatic = is_automatic(row)
         target = registry.version_main_metric(conn, model, dataset, version)
         current = registry.current_production(conn, model, dataset)
-        status, reason, update = "moved", None, None
-        if target is None:
-            status, reason = "failed", f"{model} version {version} of dataset '{dataset}' does not exist"
-        elif current is not None and current[0] == version:
-            status, reason = "kept", f"{model} version {version} is already production"
-        elif automatic and current is not None and not promotes(target[1], current[1]):
-            # Another build promoted a better version between this build and its promote event.
-            status, reason = "kept", (f"version {version} ({target[1]:.6g}) is worse than production "
-                                      f"version {current[0]} ({current[1]:.6g})")
-        else:
+        if decision is None:
+            # A promote someone sent: their call, as long as the version exists.
+            if target is None:
+                decision = Decision("failed", f"{model} version {version} of dataset '{dataset}' does not exist")
+            elif current is not None and current[0] == version:
+                decision = Decision("kept", f"{model} version {version} is already production")
+            else:
+                decision = Decision("moved", "promoted by a promote command")
+        update = None
+        if decision.status == "moved":
+            assert target is not None
             registry.move_alias(conn, model, dataset, version, row.position)
             update = ModelUpdate(model, dataset, version, target[0], row.position)
-        if status != "moved":
-            log.warning("promote at position %d: %s", row.position, reason)
+            log.info("promote at position %d: %s v%d is production: %s", row.position, model, version, decision.reason)
+        else:
+            log.warning("promote at position %d: %s v%d %s: %s", row.position, model, version, decision.status,
+                        decision.reason)
         registry.insert_promotion(
             conn,
             position=row.position,
@@ -304,12 +356,82 @@ class BuildHandler(Handler):
             dataset=dataset,
             version=version,
             previous_version=current[0] if current else None,
-            automatic=automatic,
-            status=status,
-            reason=reason,
+            automatic=is_automatic(row),
+            status=decision.status,
+            reason=decision.reason,
             created_at=row.received_at,
+            candidate_score=decision.candidate_score,
+            production_score=decision.production_score,
+            test_rows=decision.test_rows,
         )
         return update
+
+    def _judge(self, row: EventRow) -> Decision:
+        """An automatic promotion's decision: the newcomer and production scored on the newcomer's test rows.
+
+        Runs before the promote's transaction, with every earlier event applied: production
+        is what it will be when the decision is recorded. A pure function of the log, so a
+        replay decides the same.
+        """
+        try:
+            return self._compare(row)
+        except (StorageError, Cancelled):
+            raise
+        except Exception as exc:
+            log.exception("judging the promotion at position %d failed", row.position)
+            return Decision("failed", f"the promotion could not be judged: {type(exc).__name__}: {exc}")
+
+    def _compare(self, row: EventRow) -> Decision:
+        try:
+            command = parse_command(row)
+        except (Rejected, ValueError) as exc:
+            return Decision("failed", f"event {row.position} is not a valid promote command: {exc}")
+        model, dataset, version = command.model, command.dataset, command.version
+        assert model is not None and version is not None
+        candidate = registry.get_version(self.engine, model, dataset, version)
+        if candidate is None:
+            return Decision("failed", f"{model} version {version} of dataset '{dataset}' does not exist")
+        build = registry.get_build(self.engine, position=candidate.build_position)
+        report = None if build is None else {
+            "id": build["event_id"], "position": candidate.build_position, "model": model, "dataset": dataset,
+            "status": "ok", "reason": None, "version": version, "uuid": candidate.uuid, "promoted": False,
+            "n_events": candidate.n_events, "metrics": candidate.metrics,
+        }
+        production = registry.production(self.engine, model, dataset)
+        if production is not None and production.version == version:
+            return Decision("kept", f"{model} version {version} is already production", report=report)
+        builder = get_builder(model)
+        test = self._test_of(candidate)
+        rows = test.n_rows
+        score = builder.score(builder.load(candidate.artifact), test)
+        judged = dict(candidate_score=score, test_rows=rows, report=report,
+                      production_version=production.version if production else None)
+        if rows < self.min_test_rows:
+            return Decision("kept", f"version {version} was tested on {rows} rows; automatic promotion needs at "
+                                    f"least {self.min_test_rows} (setting promotion_min_test_rows)", **judged)
+        if production is None:
+            return Decision("moved", f"no production version yet; version {version} scores {score:.6g} on its "
+                                     f"{rows} test rows", **judged)
+        try:
+            against = builder.score(builder.load(production.artifact), test)
+        except Exception as exc:  # a production that cannot read these rows (another width) is replaced
+            return Decision("moved", f"production version {production.version} cannot be scored on version "
+                                     f"{version}'s test rows ({type(exc).__name__}: {exc})", **judged)
+        judged["production_score"] = against
+        compared = (f"version {version} scores {score:.6g} and production version {production.version} "
+                    f"{against:.6g} on the same {rows} test rows")
+        if promotes(score, against):
+            return Decision("moved", compared, **judged)
+        return Decision("kept", compared, **judged)
+
+    def _test_of(self, candidate: ModelVersion) -> TrainingData:
+        """The candidate's test rows: from the build just made, else read from the log again."""
+        if self._last_test is not None and self._last_test[0] == candidate.build_position:
+            return self._last_test[1]
+        data, _ = load_training(self.engine, candidate.dataset, candidate.build_position)
+        if data is None:
+            raise BuildError(f"version {candidate.version} has no training events")
+        return holdout_rows(data, candidate.params)
 
     def record_failure(self, conn: Transaction, event: EventRow, prepared: _Batch, reason: str) -> None:
         """A build command becomes a failed build, a promote naming a storable version a failed promotion."""

@@ -56,6 +56,12 @@ class DbRegistry:
 
         return registry.list_versions(self.engine, model, dataset)
 
+    def automatic_promotions(self, model: str | None = None, dataset: str | None = None) -> dict[tuple, dict]:
+        """(model, dataset, version) -> what its automatic promotion decided."""
+        from modelbus.db import registry
+
+        return registry.automatic_promotions(self.engine, model, dataset)
+
     def builds(self, model: str | None = None, dataset: str | None = None, limit: int = 50) -> list[dict]:
         """Build attempts, newest first."""
         from modelbus.db import registry

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from modelbus.api.views import promotion_json
 from modelbus.cli.context import open_app
 from modelbus.messages.parse import INT64_MAX, VERSION_MAX
 from modelbus.messages.types import DEFAULT_DATASET, MODEL_KINDS
@@ -96,7 +97,8 @@ def build(ctx: click.Context, kind: str, dataset: str, params_text: str | None, 
     if report["status"] != "ok":
         click.echo(f"build failed: {report['reason']}", err=True)
         sys.exit(1)
-    promoted = " - now production" if report["promoted"] else " - not promoted: production scores better"
+    decision = report.get("promotion") or {}
+    promoted = " - now production" if report["promoted"] else f" - not promoted: {decision.get('reason', '')}"
     click.echo(f"{kind} version {report['version']} on '{dataset}' (uuid {report['uuid']}) from {report['n_events']} "
                f"events{promoted}")
     click.echo(f"  {_metrics_line(report['metrics'] or {})}")
@@ -124,8 +126,10 @@ def models(ctx: click.Context, dataset: str | None, model: str | None, show_buil
         return
     production = registry.aliases(app.engine)
     versions = registry.list_versions(app.engine, model, dataset)
+    promotions = registry.automatic_promotions(app.engine, model, dataset)
     for mv in versions:
         is_prod = production.get((mv.model, mv.dataset)) == mv.version
+        decided = promotions.get((mv.model, mv.dataset, mv.version))
         if as_json:
             click.echo(json.dumps({
                 "model": mv.model, "dataset": mv.dataset, "version": mv.version, "production": is_prod,
@@ -133,12 +137,14 @@ def models(ctx: click.Context, dataset: str | None, model: str | None, show_buil
                 "sha256": mv.sha256, "n_events": mv.n_events, "first_position": mv.first_position,
                 "last_position": mv.last_position, "lineage_digest": mv.lineage_digest,
                 "build_position": mv.build_position, "versions": mv.versions,
-                "created_at": mv.created_at.isoformat(),
+                "created_at": mv.created_at.isoformat(), "promotion": promotion_json(decided),
             }, sort_keys=True))
         else:
             click.echo(f"{'*' if is_prod else ' '} {mv.model:<6} {mv.dataset:<12} v{mv.version:<4} "
                        f"{mv.created_at:%Y-%m-%d %H:%M:%S}  {mv.n_events:>8} events  {mv.sha256[:12]}  "
                        f"{_metrics_line(mv.metrics)}")
+            if decided is not None and decided["status"] != "moved":
+                click.echo(f"{'':<8}not promoted: {decided['reason']}")
     if not as_json:
         click.echo(f"{len(versions)} versions", err=True)
 
