@@ -23,6 +23,8 @@ class ApiConfig:
     api_token: str | None = None
     kafka_mode: bool = False
     labels: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # Live metrics and drift over the last this many joined feedbacks / recorded predictions.
+    live_window: int = 500
 
 
 @dataclass

@@ -156,6 +156,18 @@ def openapi_document(token_required: bool = False) -> dict[str, Any]:
             "parameters": c.query(http.PageQuery),
             "responses": {"200": c.json(http.ErrorPage, "A page of dead letters"), **c.errors(400, 503)},
         }},
+        "/api/alerts": {"get": {
+            "summary": "Alerts raised by the rules in settings, newest first",
+            "tags": ["monitoring"],
+            "parameters": c.query(http.AlertQuery),
+            "responses": {"200": c.json(http.AlertPage, "A page of alerts"), **c.errors(400, 503)},
+        }},
+        "/api/feedback": {"get": {
+            "summary": "Feedback events and what became of each (joined, pending, unmatched, duplicate, invalid)",
+            "tags": ["monitoring"],
+            "parameters": c.query(http.FeedbackQuery),
+            "responses": {"200": c.json(http.FeedbackPage, "A page of feedback"), **c.errors(400, 503)},
+        }},
         "/api/models": {"get": {
             "summary": "Every model and dataset with its production version",
             "tags": ["models"],

@@ -11,7 +11,8 @@ from modelbus.db.events import REJECTED, EventStore, Incoming, Outcome, Source
 from modelbus.messages.errors import Rejected
 from modelbus.messages.jsonutil import canonical_json
 from modelbus.messages.parse import check_feature_count, loads, parse_event_obj
-from modelbus.messages.types import Training
+from modelbus.messages.types import Feedback, Training
+from modelbus.messages.types import event_id as event_id_of
 
 QUEUED = "queued"
 
@@ -51,8 +52,11 @@ class EventPublisher:
             event = parse_event_obj(value)
         except Rejected as exc:
             return Incoming(raw=raw_bytes, source=source, error=exc)
-        event_id = event.body.get("id") or uuid.uuid4().hex
-        event.body["id"] = event_id
+        given = event_id_of(event)
+        event_id = given or uuid.uuid4().hex
+        if not isinstance(event, Feedback):
+            # Kafka carries the id in the body, so a re-sent event is a duplicate there too.
+            event.body["id"] = event_id
         return Incoming(raw=raw_bytes, source=source, event=event, event_id=event_id)
 
     def post(self, events: Sequence[Any], source: str) -> list[Outcome]:

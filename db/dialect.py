@@ -162,6 +162,14 @@ def insert_many(conn: Connection, table: Table, rows: list[dict]) -> None:
     conn.exec_driver_sql(sql, [tuple(row[c] for c in columns) for row in rows])
 
 
+def insert_ignore(conn: Connection, table: Table, rows: list[dict]) -> int:
+    """Insert rows, skipping those whose unique key is taken; how many were inserted."""
+    if not rows:
+        return 0
+    prefix = "IGNORE" if is_mysql(conn) else "OR IGNORE"
+    return conn.execute(table.insert().prefix_with(prefix), rows).rowcount
+
+
 @contextmanager
 def migration_lock(connection: Connection) -> Iterator[Connection]:
     """The connection to migrate on, held by this process alone until the block ends.

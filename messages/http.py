@@ -40,10 +40,27 @@ class PageQuery(Query):
 class EventQuery(PageQuery):
     """Filters of GET /api/events."""
 
-    type: Optional[Literal["training", "command"]] = Field(None, description="Only events of this type.")
-    name: Optional[Literal[("training", *COMMANDS)]] = Field(  # type: ignore[valid-type]
+    type: Optional[Literal["training", "command", "feedback"]] = Field(None, description="Only events of this type.")
+    name: Optional[Literal[("training", *COMMANDS, "feedback")]] = Field(  # type: ignore[valid-type]
         None, description="Only events of this name (a command's payload, or training).")
     dataset: Optional[Dataset] = Field(None, description="Only events of this dataset.")
+
+
+class AlertQuery(Query):
+    """Filters of GET /api/alerts: newest first, paged by id."""
+
+    rule: Optional[str] = Field(None, min_length=1, max_length=64, description="Only this rule's alerts.")
+    model: Optional[ModelKind] = Field(None, description="Only this model kind.")  # type: ignore[valid-type]
+    before: Optional[int] = Field(None, ge=1, le=INT64_MAX,
+                                  description="Return alerts older than this id: `next` of the previous page.")
+    limit: int = Field(DEFAULT_PAGE, ge=1, le=MAX_PAGE, description="Page size.")
+
+
+class FeedbackQuery(PageQuery):
+    """Filters of GET /api/feedback: oldest first, paged by log position."""
+
+    status: Optional[Literal["joined", "pending", "unmatched", "duplicate", "invalid"]] = Field(
+        None, description="Only feedback that ended so.")
 
 
 class ModelQuery(Query):
@@ -85,7 +102,7 @@ class EventRecord(Answer):
 
     position: int
     id: Optional[str]
-    type: Literal["training", "command"]
+    type: Literal["training", "command", "feedback"]
     name: str
     dataset: str
     source: str
@@ -107,6 +124,56 @@ class ErrorPage(Answer):
     errors: list[DeadLetterRecord]
     next: Optional[int] = Field(description="`after` of the next page; null at the end.")
     total: int
+
+
+class AlertRecord(Answer):
+    """One firing of an alert rule (also published on alert_topic in Kafka mode)."""
+
+    rule: str
+    subject: str = Field(description="What it fired on: a prediction id, or model/dataset/vN/feedback|predictions/<window>.")
+    kind: Literal["prediction", "live_accuracy", "live_mae", "live_rmse", "drift"]
+    model: ModelKind  # type: ignore[valid-type]
+    dataset: str
+    version: Optional[int] = None
+    prediction_id: Optional[str] = None
+    value: Optional[float] = Field(None, description="The value past the threshold (a probability, a metric, a PSI).")
+    detail: str = Field(description="The rule in words.")
+    action: Literal["alert", "rebuild"]
+    created_at: str
+    id: Optional[int] = None
+
+
+class AlertPage(Answer):
+    """A page of alerts, newest first."""
+
+    alerts: list[AlertRecord]
+    next: Optional[int] = Field(description="`before` of the next page; null at the end.")
+    counts: dict[str, int] = Field(description="Firings per rule, in all.")
+
+
+class FeedbackRecord(Answer):
+    """A feedback event and what became of it."""
+
+    position: int
+    prediction_id: str
+    dataset: str
+    label: Any
+    status: Literal["joined", "pending", "unmatched", "duplicate", "invalid"]
+    reason: Optional[str]
+    model: Optional[str]
+    version: Optional[int]
+    correct: Optional[bool]
+    error: Optional[float] = Field(description="Regressions: the answer minus the label.")
+    received_at: str
+    joined_at: Optional[str]
+
+
+class FeedbackPage(Answer):
+    """A page of feedback, oldest first."""
+
+    feedback: list[FeedbackRecord]
+    next: Optional[int] = Field(description="`after` of the next page; null at the end.")
+    counts: dict[str, int] = Field(description="Feedback events per status, in all.")
 
 
 class Served(Answer):

@@ -13,6 +13,7 @@ from modelbus.messages.schemas import (
     UNKNOWN_TYPE,
     VERSION_MAX,
     BuildCommand,
+    FeedbackEvent,
     PromoteCommand,
     TrainingEvent,
 )
@@ -20,7 +21,7 @@ from modelbus.messages.schemas import (
     PredictionRequest as RequestMessage,
 )
 from modelbus.messages.text import INT64_MAX, INT64_MIN, json_type, shorten
-from modelbus.messages.types import DEFAULT_DATASET, Command, Event, PredictionRequest, Training
+from modelbus.messages.types import ANY_DATASET, DEFAULT_DATASET, Command, Event, Feedback, PredictionRequest, Training
 from modelbus.messages.values import parse_values
 
 __all__ = [
@@ -59,6 +60,9 @@ def parse_event_obj(obj: Any, *, system: bool = False) -> Event:
         dataset = training.dataset or DEFAULT_DATASET
         values = training.payload
         return Training(dataset=dataset, features=values[:-1], label=values[-1], body={**obj, "dataset": dataset})
+    if kind == "feedback":
+        feedback = _validate(FeedbackEvent, obj, context)
+        return Feedback(prediction_id=feedback.id, label=feedback.label, dataset=feedback.dataset or ANY_DATASET, body=obj)
     if kind != "command":
         raise name_rejected("type", kind, UNKNOWN_TYPE)
     name = obj.get("payload")

@@ -30,11 +30,14 @@ from modelbus.messages.types import BUILD_COMMANDS, COMMANDS, MODEL_KINDS
 from modelbus.messages.values import MAX_VALUES, PLAIN_NUMBER, SPACE, parse_values
 
 MAX_ID_CHARS = 128
+# A category label (feedback, typed datasets) longer than this is refused.
+MAX_LABEL_CHARS = 256
 # Versions live in the registry's INT columns; a larger one would fail every apply (MySQL 1264).
 VERSION_MAX = 2**31 - 1
-# Ids of the events modelbus appends itself: a client id like these would silently
-# suppress an automatic promotion (its event would look like a duplicate).
-RESERVED_ID_PREFIXES = ("auto-promote:",)
+# Ids of the events modelbus appends itself (automatic promotions, training events made from
+# feedback, rebuilds asked by alert rules): a client id like these would silently suppress
+# one of them (its event would look like a duplicate).
+RESERVED_ID_PREFIXES = ("auto-promote:", "feedback:", "alert:")
 SYSTEM = {"system": True}
 
 
@@ -93,7 +96,8 @@ EventId = Annotated[
     StringConstraints(min_length=1, max_length=MAX_ID_CHARS),
     AfterValidator(_event_id),
     Field(description="Idempotency key: a second event with the same id is a duplicate and is not stored again. "
-                      "No leading or trailing whitespace; ids starting with 'auto-promote:' are reserved.",
+                      "No leading or trailing whitespace; ids starting with 'auto-promote:', 'feedback:' or 'alert:' "
+                      "are reserved.",
           json_schema_extra={"pattern": ID_PATTERN,
                              "not": {"anyOf": [{"pattern": f"^{prefix}"} for prefix in RESERVED_ID_PREFIXES]}}),
 ]
@@ -201,7 +205,7 @@ def _no_params(value: Any) -> None:
 
 _UNKNOWN_COMMAND = ("unknown_command", f"command '{{value}}' is unknown (known: {', '.join(sorted(COMMANDS))})")
 _UNKNOWN_MODEL = ("unknown_model", f"model '{{value}}' is unknown (known: {', '.join(sorted(MODEL_KINDS))})")
-UNKNOWN_TYPE = ("unknown_type", "type '{value}' is unknown (expected 'training' or 'command')")
+UNKNOWN_TYPE = ("unknown_type", "type '{value}' is unknown (expected 'training', 'command' or 'feedback')")
 
 
 class Message(BaseModel):
@@ -266,6 +270,47 @@ class PromoteCommand(_Event):
     version: Version
 
 
+def _feedback_label(value: Any) -> float | str:
+    # The dataset's label type is checked when the feedback is joined with its prediction:
+    # only then is the dataset (and so its label type) known for sure.
+    if isinstance(value, str):
+        if not 1 <= len(value) <= MAX_LABEL_CHARS:
+            raise Rejected("bad_field", f"field 'label' must be 1 to {MAX_LABEL_CHARS} characters")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise Rejected("bad_field", f"field 'label' must be a number or a string, got {json_type(value)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise Rejected("not_finite", f"field 'label' {value} is not a finite number")
+    if isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
+        raise int64_range_error("field 'label'", int_text(value))
+    return value
+
+
+FeedbackLabel = Annotated[
+    Any,
+    PlainValidator(_feedback_label, json_schema_input_type=Union[float, Annotated[str, StringConstraints(
+        min_length=1, max_length=MAX_LABEL_CHARS)]]),
+    Field(description="The true label: a number, or a string for a dataset whose label is a category."),
+]
+
+
+class FeedbackEvent(Message):
+    """Ground truth for an answered prediction, joined with it by the prediction's id."""
+
+    model_config = ConfigDict(title="FeedbackEvent", json_schema_extra={"examples": [
+        {"type": "feedback", "id": "r1", "label": 7}]})
+    what: ClassVar[str] = "a feedback event"
+    unknown_before: ClassVar[Optional[str]] = "label"
+
+    type: Literal["feedback"]
+    id: RequestId = Field(description="The id of the prediction this is the truth for (every answer carries one). "
+                                      "Not an idempotency key: a second feedback for one prediction is kept "
+                                      "and reported as a duplicate.")
+    label: FeedbackLabel
+    dataset: Optional[Dataset] = Field(None, description="Optional: the prediction's dataset, checked at the join.")
+    ts: Optional[Timestamp] = None
+
+
 def event_tag(value: Any) -> Optional[str]:
     """Which event model a message is, by its type (and a command's payload)."""
     if not isinstance(value, dict):
@@ -273,6 +318,8 @@ def event_tag(value: Any) -> Optional[str]:
     kind = value.get("type")
     if kind == "training":
         return "training"
+    if kind == "feedback":
+        return "feedback"
     if kind == "command":
         name = value.get("payload")
         return "promote" if name == "promote" else "build"
@@ -281,7 +328,7 @@ def event_tag(value: Any) -> Optional[str]:
 
 Event = Annotated[
     Union[Annotated[TrainingEvent, Tag("training")], Annotated[BuildCommand, Tag("build")],
-          Annotated[PromoteCommand, Tag("promote")]],
+          Annotated[PromoteCommand, Tag("promote")], Annotated[FeedbackEvent, Tag("feedback")]],
     Discriminator(event_tag),
 ]
 
@@ -410,6 +457,28 @@ class PromotionDecision(Answer):
     test_rows: Optional[int]
 
 
+class LiveWindow(Answer):
+    """Live metrics over the last N joined feedbacks."""
+
+    n: int
+    accuracy: Optional[float] = None
+    mae: Optional[float] = None
+    rmse: Optional[float] = None
+
+
+class LiveMetrics(Answer):
+    """How a version does after deployment: joined feedback and drift of its recent inputs."""
+
+    feedback_count: int = Field(description="Feedback events joined with this version's predictions.")
+    accuracy: Optional[float] = Field(None, description="Classifiers: the share of joined answers that were right.")
+    mae: Optional[float] = Field(None, description="Regressions: mean absolute error of joined answers.")
+    rmse: Optional[float] = Field(None, description="Regressions: root mean squared error of joined answers.")
+    last: Optional[LiveWindow] = Field(None, description="The same over the last live_window joined feedbacks.")
+    drift: Optional[dict[str, float]] = Field(
+        description="Per feature, the population stability index of the last live_window recorded inputs against "
+                    "the version's training rows (0.1: some shift, 0.25: large); null with too few inputs.")
+
+
 class ModelVersionView(Answer):
     """A model version as GET /api/models/<model> shows it (no artifact)."""
 
@@ -426,6 +495,7 @@ class ModelVersionView(Answer):
     created_at: str
     promotion: Optional[PromotionDecision] = Field(
         None, description="What its automatic promotion decided; null until the builds handler reaches it.")
+    live: Optional[LiveMetrics] = Field(None, description="Live metrics from feedback, and input drift.")
 
 
 class BuildOutcome(Answer):

@@ -54,11 +54,31 @@ class Command:
         return BUILD_COMMANDS.get(self.name)
 
 
-Event = Training | Command
+@dataclass(slots=True)
+class Feedback:
+    """Ground truth for an answered prediction: its id and the true label."""
+
+    prediction_id: str
+    label: float | str
+    # ANY_DATASET when the feedback does not name one.
+    dataset: str
+    body: dict[str, Any] = field(compare=False, repr=False)
+
+    type = "feedback"
+    name = "feedback"
+
+
+# The events column of a feedback that did not name its dataset (the join finds it).
+ANY_DATASET = ""
+
+
+Event = Training | Command | Feedback
 
 
 def event_id(event: Event) -> str | None:
-    """The client's idempotency key, if it gave one."""
+    """The client's idempotency key, if it gave one (a feedback's id names its prediction, so it has none)."""
+    if isinstance(event, Feedback):
+        return None
     return event.body.get("id")
 
 

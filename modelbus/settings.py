@@ -15,6 +15,7 @@ from pydantic_settings import (
 
 from modelbus.commands.kafka import KafkaConfig, Topics
 from modelbus.cron.schedule import ScheduleJob
+from modelbus.messages.alerts import AlertRule
 
 CONFIG_ENV = "MODELBUS_CONFIG"
 DEFAULT_CONFIG_FILE = "modelbus.toml"
@@ -68,6 +69,14 @@ class Settings(BaseSettings):
     promotion_min_test_rows: int = Field(default=30, ge=1)
     predict_wait_ms: int = Field(default=10, ge=0)
     schedule: list[ScheduleJob] = []
+    # After deployment (issue 12): every answer recorded, feedback joined, live metrics, alerts.
+    record_predictions: bool = True
+    prediction_retention_days: float = Field(default=30.0, gt=0)
+    feedback_to_training: bool = True
+    feedback_join_window_seconds: float = Field(default=7 * 24 * 3600.0, gt=0)
+    live_window: int = Field(default=500, ge=1)
+    monitor_interval: float = Field(default=2.0, gt=0)
+    alerts: list[AlertRule] = []
     kafka_session_timeout_ms: int = Field(default=10_000, ge=1000)
     kafka_heartbeat_ms: int = Field(default=2_000, ge=100)
     kafka_fetch_wait_ms: int = Field(default=100, ge=1)

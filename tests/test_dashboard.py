@@ -131,7 +131,7 @@ def test_overview_reports_handlers_queue_dead_letters_models_and_samples(client,
     body = client.get("/api/dashboard/overview").get_json()
     head = app.store.head()
     assert body["log_head"] == head and body["mode"] == "embedded"
-    assert {h["handler"]: h["lag"] for h in body["handlers"]} == {"builds": 0, "training_records": 0}
+    assert {h["handler"]: h["lag"] for h in body["handlers"]} == {"builds": 0, "training_records": 0, "feedback": 0}
     assert body["build_queue"] == []
     assert {(m["model"], m["production"]) for m in body["models"]} == {("mlp", 2), ("slr", 1), ("linear", 1)}
     reasons = {r["code"]: r["count"] for r in body["dead_letter_reasons"]}
@@ -330,7 +330,7 @@ def test_the_sampler_computes_rates_and_leaves_a_gap_when_the_store_fails(app, c
     series = sampler.series()
     assert series["head"] == [head, head + 10]
     assert series["ingest_rate"] == [None, 2.0] and series["prediction_rate"] == [None, 1.0]
-    assert set(series["lag"]) == {"builds", "training_records"} and lag_growth(series) == 10
+    assert set(series["lag"]) == {"builds", "training_records", "feedback"} and lag_growth(series) == 10
     run_handlers(app)
 
 

@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any, Callable, Sequence
 
 from modelbus.builders.base import BuildError, BuildResult, Cancelled, TrainingData, check_stop, get_builder
+from modelbus.builders.drift import reference_profile
 from modelbus.builders.split import train_test_indices
 from modelbus.db import registry
 from modelbus.db.contracts import Transaction
@@ -61,6 +62,8 @@ class BuildOutcome:
     fit_seconds: float | None = None
     # The rows the model was tested on (kept in memory for its promotion, never stored).
     test: TrainingData | None = None
+    # The training rows' feature distributions, the reference of live drift.
+    profile: dict | None = None
 
     @property
     def ok(self) -> bool:
@@ -118,6 +121,7 @@ def run_build(engine: Any, model: str, dataset: str, before: int, params: dict |
         outcome.result, outcome.artifact, outcome.metrics_json = result, artifact, metrics_json
         outcome.sha256 = hashlib.sha256(artifact).hexdigest()
         outcome.test = holdout_rows(data, result.params)
+        outcome.profile = training_profile(data, result.params)
     except BuildError as exc:
         outcome.reason = str(exc)
     except (StorageError, Cancelled):
@@ -163,6 +167,12 @@ class Decision:
         return {"status": self.status, "reason": self.reason, "candidate_score": self.candidate_score,
                 "production_version": self.production_version, "production_score": self.production_score,
                 "test_rows": self.test_rows}
+
+
+def training_profile(data: TrainingData, params: dict) -> dict:
+    """The drift reference of a version: its training rows' feature distributions."""
+    train_idx, _ = train_test_indices(data.keys, params["split"], params["seed"])
+    return reference_profile(data.X[train_idx])
 
 
 def holdout_rows(data: TrainingData, params: dict) -> TrainingData:
@@ -299,6 +309,7 @@ class BuildHandler(Handler):
                 created_at=row.received_at,
                 build_position=row.position,
                 artifact=outcome.artifact,
+                profile=outcome.profile,
             )
             registry.insert_version(conn, mv)
             registry.insert_seed_rows(conn, mv)

@@ -193,6 +193,8 @@ def predict_batch(cache: ModelCache, items: Sequence[Item], *,
             responses[index] = error_response(item.id, item.error or Rejected("bad_request", "unreadable request"))
             continue
         loaded = item.resolved if item.resolved is not None else _lookup(cache, request)
+        # Kept on the item: recording the answer needs the version's classes.
+        item.resolved = loaded
         if isinstance(loaded, Rejected):
             responses[index] = error_response(request.id, loaded)
             continue
