@@ -9,10 +9,10 @@ import pytest
 
 from modelbus.commands.kafka import KafkaConfig
 from modelbus.commands.kafka import admin
-from modelbus.messages.types import Command, Training
+from modelbus.messages.types import Command, Feedback, Training
 from modelbus.messages.parse import parse_event, parse_request
 from modelbus.cron.schedule import plan
-from modelbus.settings import Topics, load_settings
+from modelbus.settings import Settings, Topics, load_settings
 from tests.conftest import ROOT
 
 MESSAGES = ROOT / "messages"
@@ -35,6 +35,9 @@ def test_every_example_message_parses(path):
         assert request.model == "mlp" and request.features == (3.0, 4.0, 5.0)
         return
     event = parse_event(raw)
+    if isinstance(event, Feedback):
+        assert (event.prediction_id, event.label) == ("r1", 7)
+        return
     assert isinstance(event, (Training, Command))
     if isinstance(event, Training):
         assert event.features == (3.0, 4.0, 5.0) and event.label == 6.0
@@ -78,3 +81,20 @@ def test_create_topics_script_against_the_local_broker(kafka_bootstrap, topics):
     assert set(described) == set(names)
     assert len(described[topics.model_updates]["partitions"]) == 1
     assert len(described[topics.events]["partitions"]) == 3
+
+
+def test_the_example_alert_rules_load_as_settings(monkeypatch):
+    monkeypatch.setenv("MODELBUS_CONFIG", str(MESSAGES / "alerts.toml"))
+    rules = Settings().alerts
+    assert [(r.name, r.on, r.action) for r in rules] == [
+        ("withdrawal-risk", "prediction", "alert"), ("likely-5", "prediction", "alert"),
+        ("mlp-accuracy", "live_accuracy", "alert"), ("mlp-drift", "drift", "rebuild")]
+    assert rules[1].class_ == "5" and rules[1].describe() == "probability of class 5 above 0.5"
+
+
+def test_alert_rules_from_the_environment_and_their_errors(monkeypatch):
+    monkeypatch.setenv("MODELBUS_ALERTS", '[{"name":"r","model":"mlp","on":"prediction","class":"5","above":0.5}]')
+    assert Settings().alerts[0].class_ == "5"
+    monkeypatch.setenv("MODELBUS_ALERTS", '[{"name":"r","model":"mlp","on":"live_accuracy","class":"5","below":0.5}]')
+    with pytest.raises(ValueError, match="'class' and 'equals' belong to prediction rules"):
+        Settings()
