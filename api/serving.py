@@ -34,7 +34,8 @@ class Serving:
     def _run(self, items: list[Item]) -> list[dict[str, Any]]:
         if self.metrics is not None:
             self.metrics.batch_size.observe(len(items))
-        return predict_batch(self.cache, items, labels=self.labels)
+        return predict_batch(self.cache, items, labels=self.labels,
+                             on_unknown=self.metrics.count_unknown if self.metrics is not None else None)
 
     def predict(self, items: list[Item]) -> list[dict[str, Any]]:
         """Answers for parsed items, through the shared batcher."""

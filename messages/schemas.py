@@ -25,7 +25,7 @@ from pydantic import (
 )
 
 from modelbus.messages.errors import PATTERN_MESSAGES, Rejected, int64_range_error
-from modelbus.messages.text import INT64_MAX, INT64_MIN, int_text, json_type
+from modelbus.messages.text import INT64_MAX, INT64_MIN, field_name, int_text, json_type
 from modelbus.messages.types import BUILD_COMMANDS, COMMANDS, MODEL_KINDS
 from modelbus.messages.values import MAX_VALUES, PLAIN_NUMBER, SPACE, parse_values
 
@@ -138,17 +138,37 @@ def _payload_schema(min_values: int) -> Any:
         Annotated[str, StringConstraints(pattern=csv_pattern(min_values)),
                   Field(description="Values as CSV, e.g. \"3,4,5\".")],
         Annotated[list[number], Field(min_length=min_values, max_length=MAX_VALUES)],
+        Annotated[dict[str, Union[str, float, bool, None]],
+                  Field(min_length=1, max_length=MAX_VALUES,
+                        description="Values keyed by field name, for a dataset that declares typed fields "
+                                    "(GET /api/datasets/<name>/schema).")],
     ]
 
 
-def _training_values(value: Any, info: ValidationInfo) -> tuple[float, ...]:
+def _fields(value: dict[str, Any]) -> dict[str, Any]:
+    """A payload object's shape (the dataset's declaration checks its fields and types later)."""
+    if not value:
+        raise Rejected("bad_field", "payload is an empty object")
+    if len(value) > MAX_VALUES:
+        raise Rejected("bad_field", f"payload has {len(value)} fields; the limit is {MAX_VALUES}")
+    for key, item in value.items():
+        if isinstance(item, (dict, list)):
+            raise Rejected("bad_field", f"payload.{field_name(key)}: expected a single value, got {json_type(item)}")
+    return value
+
+
+def _training_values(value: Any, info: ValidationInfo) -> tuple[float, ...] | dict[str, Any]:
+    if isinstance(value, dict):
+        return _fields(value)
     values = parse_values(value, bounded=not _system(info))
     if len(values) < 2:
         raise Rejected("bad_field", f"payload has {len(values)} value; a training record needs features and a label")
     return values
 
 
-def _request_values(value: Any) -> tuple[float, ...]:
+def _request_values(value: Any) -> tuple[float, ...] | dict[str, Any]:
+    if isinstance(value, dict):
+        return _fields(value)
     return parse_values(value)
 
 
@@ -156,12 +176,14 @@ TrainingValues = Annotated[
     tuple[float, ...],
     PlainValidator(_training_values, json_schema_input_type=_payload_schema(2)),
     Field(description="Feature values then the label: CSV text (\"3,4,5,6\") or an array of numbers; finite, "
-                      f"integers within signed 64-bit, at most {MAX_VALUES} values."),
+                      f"integers within signed 64-bit, at most {MAX_VALUES} values. A dataset with typed fields "
+                      "takes an object keyed by field name, the label included."),
 ]
 Features = Annotated[
     tuple[float, ...],
     PlainValidator(_request_values, json_schema_input_type=_payload_schema(1)),
-    Field(description="Feature values: CSV text (\"3,4,5\") or an array of numbers; the count must be the model's."),
+    Field(description="Feature values: CSV text (\"3,4,5\") or an array of numbers; the count must be the model's. "
+                      "A model of a dataset with typed fields takes an object keyed by field name."),
 ]
 
 
