@@ -135,3 +135,26 @@ def _field_schema(kind: str) -> dict[str, Any]:
 def payload_kind(payload: Any) -> str:
     """How a payload is written, for errors: 'an object', 'CSV text' or 'an array'."""
     return {"object": "an object", "string": "CSV text", "array": "an array"}.get(json_type(payload), json_type(payload))
+
+
+def numeric_payload_schema(values: int) -> dict[str, Any]:
+    """The JSON Schema of a payload of exactly `values` numbers: CSV text or an array."""
+    from modelbus.messages.values import PLAIN_NUMBER, SPACE
+
+    csv = rf"^{SPACE}{PLAIN_NUMBER}{SPACE}(?:,{SPACE}{PLAIN_NUMBER}{SPACE}){{{values - 1}}}$"
+    return {"oneOf": [{"type": "string", "pattern": csv},
+                      {"type": "array", "items": {"type": "number"}, "minItems": values, "maxItems": values}]}
+
+
+def dataset_payloads(width: int | None, schema: InputSchema | None) -> dict[str, Any]:
+    """The JSON Schemas of a dataset's training and prediction payloads (`width`: features plus label)."""
+    if schema is not None:
+        training, prediction = schema.json_schema(label=True), schema.json_schema(label=False)
+        if schema.numeric:
+            n = len(schema.features)
+            training = {"oneOf": [training, numeric_payload_schema(n + 1)]}
+            prediction = {"oneOf": [prediction, numeric_payload_schema(n)]}
+        return {"training": training, "prediction": prediction}
+    if width is None:
+        return {"training": None, "prediction": None}
+    return {"training": numeric_payload_schema(width), "prediction": numeric_payload_schema(width - 1)}

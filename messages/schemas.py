@@ -353,14 +353,16 @@ class Prediction(Answer):
     model: ModelKind  # type: ignore[valid-type]
     dataset: str
     version: int
-    input: str = Field(description="The request's payload as CSV.")
-    result: Optional[float] = Field(description="The predicted label (mlp) or value; null when the model's "
-                                                "output is not a finite number (inputs far outside its data).")
+    input: str = Field(description="The request's payload as CSV (a payload object as compact JSON).")
+    result: Optional[Union[float, str]] = Field(
+        description="The predicted label (mlp) or value, a category label's value as a string; null when the "
+                    "model's output is not a finite number (inputs far outside its data).")
     accuracy: float = Field(description="The version's main metric: accuracy for mlp, holdout R² otherwise.")
     modelid: str = Field(description="The version's uuid.")
     prediction_date: str = Field(alias="prediction-date", examples=["2026-11-23 10:00:00"])
-    probabilities: Optional[list[Optional[float]]] = Field(
-        None, description="mlp only, in the class order GET /api/models/mlp lists; null where not finite.")
+    probabilities: Optional[Union[list[Optional[float]], dict[str, Optional[float]]]] = Field(
+        None, description="Classifiers only, in the class order GET /api/models/mlp lists; null where not finite. "
+                          "Keyed by label value when the label is a category.")
     label: Optional[str] = Field(None, description="The label's name, when the dataset declares labels.")
 
 
@@ -448,6 +450,11 @@ class ModelVersionView(Answer):
     created_at: str
     promotion: Optional[PromotionDecision] = Field(
         None, description="What its automatic promotion decided; null until the builds handler reaches it.")
+    input_schema: Optional[dict[str, Any]] = Field(
+        None, description="A typed dataset's fields the version was built with (features in order, label); "
+                          "null for a numeric dataset.")
+    label_values: Optional[list[str]] = Field(
+        None, description="A category label's values, in the order of the probabilities' keys; null otherwise.")
 
 
 class BuildOutcome(Answer):
