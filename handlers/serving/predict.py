@@ -105,10 +105,10 @@ def _result_value(value: Any, classifier: bool) -> float | int | str:
     return value
 
 
-def _label_name(labels: Mapping[str, str] | None, result: float | int) -> str | None:
+def _label_name(labels: Mapping[str, str] | None, result: float | int | str) -> str | None:
     if not labels:
         return None
-    for key in (str(result), repr(float(result))):
+    for key in (str(result),) if isinstance(result, str) else (str(result), repr(float(result))):
         if key in labels:
             return labels[key]
     return None
