@@ -8,6 +8,7 @@ from flask import current_app
 
 from modelbus.commands.publish import EventPublisher
 from modelbus.db.events import EventStore
+from modelbus.messages.datasets import InputSchema
 
 # A list body (many events or many predictions) may hold this many messages' worth of bytes.
 BATCH_BODY_FACTOR = 64
@@ -25,6 +26,9 @@ class ApiConfig:
     labels: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     # Live metrics and drift over the last this many joined feedbacks / recorded predictions.
     live_window: int = 500
+    # Values (features plus label) of each declared dataset, and the typed fields of those that declare them.
+    widths: Mapping[str, int] = field(default_factory=dict)
+    typed: Mapping[str, InputSchema] = field(default_factory=dict)
 
 
 @dataclass

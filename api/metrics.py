@@ -164,6 +164,9 @@ class Metrics:
         self.swaps = Counter("modelbus_model_swaps", "Production models loaded or replaced in this process.", registry=r)
         self.events = Counter("modelbus_events_posted", "Events posted over HTTP, by outcome.", ["status"], registry=r)
         self.builds_requested = Counter("modelbus_builds_requested", "Build commands queued over HTTP.", ["model"], registry=r)
+        self.unknown_categories = Counter(
+            "modelbus_unknown_category", "Category values a model never saw in training, answered as unknown.",
+            ["model", "dataset", "feature"], registry=r)
         self.serving = Gauge("modelbus_serving_version", "Production version this process serves.", ["model", "dataset"], registry=r)
         if store is not None:
             r.register(StoreCollector(store, kafka_lag, live_window))
@@ -189,6 +192,10 @@ class Metrics:
                 answer.get("dataset", ""),
                 error["code"] if error else "ok",
             ).inc()
+
+    def count_unknown(self, model: str, dataset: str, feature: str, count: int) -> None:
+        """Count category values a model never saw (predict_batch's on_unknown)."""
+        self.unknown_categories.labels(model, dataset, feature).inc(count)
 
     def on_swap(self, old: Any, new: Any) -> None:
         """A production model was (re)loaded."""

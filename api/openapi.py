@@ -11,6 +11,7 @@ from modelbus.api.assets import ASSETS
 from modelbus.api.schemas import names as schema_names
 from modelbus.messages import http
 from modelbus.messages.schemas import (
+    Dataset,
     ErrorAnswer,
     Event,
     ModelKind,
@@ -178,6 +179,12 @@ def openapi_document(token_required: bool = False) -> dict[str, Any]:
             "tags": ["models"],
             "parameters": [model_param, *c.query(http.ModelQuery)],
             "responses": {"200": c.json(http.ModelDetail, "The model"), **c.errors(400, 404, 503)},
+        }},
+        "/api/datasets/{name}/schema": {"get": {
+            "summary": "A dataset's typed fields and the JSON Schemas of its training and prediction payloads",
+            "tags": ["models"],
+            "parameters": [_path("name", "Dataset name.", TypeAdapter(Dataset).json_schema())],
+            "responses": {"200": c.json(http.DatasetSchemaView, "The dataset's payloads"), **c.errors(404, 503)},
         }},
         "/api/schemas": {"get": {
             "summary": "The names of the messages whose JSON Schema /api/schemas/{name} serves",

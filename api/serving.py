@@ -36,7 +36,8 @@ class Serving:
     def _run(self, items: list[Item]) -> list[dict[str, Any]]:
         if self.metrics is not None:
             self.metrics.batch_size.observe(len(items))
-        answers = predict_batch(self.cache, items, labels=self.labels)
+        answers = predict_batch(self.cache, items, labels=self.labels,
+                                on_unknown=self.metrics.count_unknown if self.metrics is not None else None)
         if self.recorder is not None:
             self.recorder.record(items, answers)
         return answers

@@ -43,6 +43,8 @@ def version_json(mv: Any, production: int | None, promotion: dict[str, Any] | No
         "created_at": iso(mv.created_at),
         "promotion": promotion_json(promotion),
         "live": live,
+        "input_schema": (mv.metrics or {}).get("input_schema"),
+        "label_values": (mv.metrics or {}).get("label_values"),
     }
 
 

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, Mapping, Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from modelbus.messages.datasets import InputSchema
 from modelbus.messages.jsonutil import canonical_json
 
 KINDS: tuple[str, ...] = ("linear", "mlp", "slr")
@@ -54,15 +55,21 @@ def library_versions() -> dict[str, str]:
 
 @dataclass(frozen=True)
 class TrainingData:
-    """Features, labels and the log positions of the events they came from."""
+    """Features, labels and the log positions of the events they came from.
+
+    With a `schema` (a dataset of typed fields) X and y hold the typed values (a category as
+    its string, in an object array); builders.encoding turns them into numbers for a fit.
+    """
 
     X: np.ndarray
     y: np.ndarray
     keys: np.ndarray
+    schema: InputSchema | None = None
 
     def __post_init__(self) -> None:
-        X = np.ascontiguousarray(self.X, dtype=np.float64)
-        y = np.ascontiguousarray(self.y, dtype=np.float64)
+        typed = self.schema is not None and not self.schema.numeric
+        X = np.ascontiguousarray(self.X, dtype=object if typed else np.float64)
+        y = np.ascontiguousarray(self.y, dtype=object if typed and self.schema.category_label else np.float64)
         keys = np.ascontiguousarray(self.keys, dtype=np.int64)
         if X.ndim != 2:
             raise ValueError(f"X must be 2-dimensional, got shape {X.shape}")
@@ -95,7 +102,7 @@ class TrainingData:
 
     def take(self, idx: np.ndarray) -> TrainingData:
         """The subset of rows at idx."""
-        return TrainingData(X=self.X[idx], y=self.y[idx], keys=self.keys[idx])
+        return TrainingData(X=self.X[idx], y=self.y[idx], keys=self.keys[idx], schema=self.schema)
 
 
 class Model(abc.ABC):
@@ -181,10 +188,19 @@ class Builder(abc.ABC):
 
 
 def get_builder(kind: str) -> Builder:
-    """The builder for a model kind, or BuildError listing the known kinds."""
+    """The builder for a model kind (taking typed datasets too: builders.encoding), or BuildError listing the known kinds."""
     if kind not in _MODULES:
         raise BuildError(f"unknown model kind {kind!r} (known: {', '.join(KINDS)})")
-    return importlib.import_module(_MODULES[kind]).BUILDER
+    from modelbus.builders.encoding import TypedBuilder
+
+    inner = importlib.import_module(_MODULES[kind]).BUILDER
+    wrapped = _TYPED.get(kind)
+    if wrapped is None or wrapped.inner is not inner:
+        wrapped = _TYPED[kind] = TypedBuilder(inner)
+    return wrapped
+
+
+_TYPED: dict[str, Any] = {}
 
 
 # --- parameters -------------------------------------------------------------------------

@@ -121,7 +121,9 @@ training_records = Table(
     Column("position", BigInteger, primary_key=True, autoincrement=False),
     Column("dataset", String(64), nullable=False),
     Column("features", LongText, nullable=False),
-    Column("label", Double, nullable=False),
+    # A number label; a category label (a typed dataset's) is in label_category instead.
+    Column("label", Double),
+    Column("label_category", String(255)),
     Index("ix_training_records_dataset_position", "dataset", "position"),
     **_MYSQL,
 )

@@ -247,6 +247,18 @@ class Health(Answer):
     serving: list[str] = Field(description="model/dataset/vN of each version in memory.")
 
 
+class DatasetSchemaView(Answer):
+    """What a dataset's payloads look like: its typed fields when it declares them, and their JSON Schemas."""
+
+    dataset: str
+    declared: bool = Field(description="Declared in the settings (else learned from its first training record).")
+    features: Optional[int] = Field(description="Feature count; null for an undeclared dataset with no records yet.")
+    input_schema: Optional[dict[str, Any]] = Field(
+        description="The typed fields: features (name and type, in order) and the label; null for a numeric dataset.")
+    training_payload: Optional[dict[str, Any]] = Field(description="JSON Schema of a training event's payload.")
+    prediction_payload: Optional[dict[str, Any]] = Field(description="JSON Schema of a prediction request's payload.")
+
+
 class SchemaList(Answer):
     """The names /api/schemas/<name> serves."""
 

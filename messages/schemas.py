@@ -25,7 +25,7 @@ from pydantic import (
 )
 
 from modelbus.messages.errors import PATTERN_MESSAGES, Rejected, int64_range_error
-from modelbus.messages.text import INT64_MAX, INT64_MIN, int_text, json_type
+from modelbus.messages.text import INT64_MAX, INT64_MIN, field_name, int_text, json_type
 from modelbus.messages.types import BUILD_COMMANDS, COMMANDS, MODEL_KINDS
 from modelbus.messages.values import MAX_VALUES, PLAIN_NUMBER, SPACE, parse_values
 
@@ -142,17 +142,37 @@ def _payload_schema(min_values: int) -> Any:
         Annotated[str, StringConstraints(pattern=csv_pattern(min_values)),
                   Field(description="Values as CSV, e.g. \"3,4,5\".")],
         Annotated[list[number], Field(min_length=min_values, max_length=MAX_VALUES)],
+        Annotated[dict[str, Union[str, float, bool, None]],
+                  Field(min_length=1, max_length=MAX_VALUES,
+                        description="Values keyed by field name, for a dataset that declares typed fields "
+                                    "(GET /api/datasets/<name>/schema).")],
     ]
 
 
-def _training_values(value: Any, info: ValidationInfo) -> tuple[float, ...]:
+def _fields(value: dict[str, Any]) -> dict[str, Any]:
+    """A payload object's shape (the dataset's declaration checks its fields and types later)."""
+    if not value:
+        raise Rejected("bad_field", "payload is an empty object")
+    if len(value) > MAX_VALUES:
+        raise Rejected("bad_field", f"payload has {len(value)} fields; the limit is {MAX_VALUES}")
+    for key, item in value.items():
+        if isinstance(item, (dict, list)):
+            raise Rejected("bad_field", f"payload.{field_name(key)}: expected a single value, got {json_type(item)}")
+    return value
+
+
+def _training_values(value: Any, info: ValidationInfo) -> tuple[float, ...] | dict[str, Any]:
+    if isinstance(value, dict):
+        return _fields(value)
     values = parse_values(value, bounded=not _system(info))
     if len(values) < 2:
         raise Rejected("bad_field", f"payload has {len(values)} value; a training record needs features and a label")
     return values
 
 
-def _request_values(value: Any) -> tuple[float, ...]:
+def _request_values(value: Any) -> tuple[float, ...] | dict[str, Any]:
+    if isinstance(value, dict):
+        return _fields(value)
     return parse_values(value)
 
 
@@ -160,12 +180,14 @@ TrainingValues = Annotated[
     tuple[float, ...],
     PlainValidator(_training_values, json_schema_input_type=_payload_schema(2)),
     Field(description="Feature values then the label: CSV text (\"3,4,5,6\") or an array of numbers; finite, "
-                      f"integers within signed 64-bit, at most {MAX_VALUES} values."),
+                      f"integers within signed 64-bit, at most {MAX_VALUES} values. A dataset with typed fields "
+                      "takes an object keyed by field name, the label included."),
 ]
 Features = Annotated[
     tuple[float, ...],
     PlainValidator(_request_values, json_schema_input_type=_payload_schema(1)),
-    Field(description="Feature values: CSV text (\"3,4,5\") or an array of numbers; the count must be the model's."),
+    Field(description="Feature values: CSV text (\"3,4,5\") or an array of numbers; the count must be the model's. "
+                      "A model of a dataset with typed fields takes an object keyed by field name."),
 ]
 
 
@@ -378,14 +400,16 @@ class Prediction(Answer):
     model: ModelKind  # type: ignore[valid-type]
     dataset: str
     version: int
-    input: str = Field(description="The request's payload as CSV.")
-    result: Optional[float] = Field(description="The predicted label (mlp) or value; null when the model's "
-                                                "output is not a finite number (inputs far outside its data).")
+    input: str = Field(description="The request's payload as CSV (a payload object as compact JSON).")
+    result: Optional[Union[float, str]] = Field(
+        description="The predicted label (mlp) or value, a category label's value as a string; null when the "
+                    "model's output is not a finite number (inputs far outside its data).")
     accuracy: float = Field(description="The version's main metric: accuracy for mlp, holdout R² otherwise.")
     modelid: str = Field(description="The version's uuid.")
     prediction_date: str = Field(alias="prediction-date", examples=["2026-11-23 10:00:00"])
-    probabilities: Optional[list[Optional[float]]] = Field(
-        None, description="mlp only, in the class order GET /api/models/mlp lists; null where not finite.")
+    probabilities: Optional[Union[list[Optional[float]], dict[str, Optional[float]]]] = Field(
+        None, description="Classifiers only, in the class order GET /api/models/mlp lists; null where not finite. "
+                          "Keyed by label value when the label is a category.")
     label: Optional[str] = Field(None, description="The label's name, when the dataset declares labels.")
 
 
@@ -496,6 +520,11 @@ class ModelVersionView(Answer):
     promotion: Optional[PromotionDecision] = Field(
         None, description="What its automatic promotion decided; null until the builds handler reaches it.")
     live: Optional[LiveMetrics] = Field(None, description="Live metrics from feedback, and input drift.")
+    input_schema: Optional[dict[str, Any]] = Field(
+        None, description="A typed dataset's fields the version was built with (features in order, label); "
+                          "null for a numeric dataset.")
+    label_values: Optional[list[str]] = Field(
+        None, description="A category label's values, in the order of the probabilities' keys; null otherwise.")
 
 
 class BuildOutcome(Answer):

@@ -19,12 +19,17 @@ DEFAULT_DATASET = "default"
 # Not frozen: a frozen dataclass's __init__ costs twice as much, and ingest builds one per event.
 @dataclass(slots=True)
 class Training:
-    """A training record: feature values and the label (the last value)."""
+    """A training record: feature values and the label (the last value).
+
+    A payload object (a dataset with typed fields) comes as `fields`; check_record fills
+    `features` and `label` from it, in the declared order, once the dataset's schema is known.
+    """
 
     dataset: str
-    features: tuple[float, ...]
-    label: float
+    features: tuple[float | str, ...]
+    label: float | str | None
     body: dict[str, Any] = field(compare=False, repr=False)
+    fields: dict[str, Any] | None = field(default=None, compare=False)
 
     type = "training"
     name = "training"
@@ -84,7 +89,10 @@ def event_id(event: Event) -> str | None:
 
 @dataclass(frozen=True)
 class PredictionRequest:
-    """A request for one prediction: model, dataset, feature values, optional version."""
+    """A request for one prediction: model, dataset, feature values, optional version.
+
+    A payload object comes as `fields`; the model that answers checks it against its input schema.
+    """
 
     model: str
     dataset: str
@@ -92,3 +100,4 @@ class PredictionRequest:
     payload: str
     id: str | None
     version: int | None
+    fields: dict[str, Any] | None = None

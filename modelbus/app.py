@@ -44,7 +44,8 @@ class App:
     @cached_property
     def store(self) -> EventStore:
         """The event log on `engine`, with the declared datasets' widths."""
-        return EventStore(self.engine, Schemas(declared=self.settings.declared_widths, auto=self.settings.auto_datasets))
+        return EventStore(self.engine, Schemas(declared=self.settings.declared_widths, auto=self.settings.auto_datasets,
+                                                typed=self.settings.input_schemas))
 
     @cached_property
     def api_engine(self) -> Engine:
@@ -81,7 +82,8 @@ class App:
         """What the publisher needs of the settings."""
         s = self.settings
         return PublisherConfig(kafka_mode=s.kafka_mode, events_topic=s.topics.events, errors_topic=s.topics.errors,
-                               max_message_bytes=s.max_message_bytes, declared_widths=s.declared_widths)
+                               max_message_bytes=s.max_message_bytes, declared_widths=s.declared_widths,
+                               typed=s.input_schemas)
 
     @cached_property
     def publisher(self) -> EventPublisher:
@@ -101,7 +103,8 @@ class App:
         from modelbus.handlers.log.feedback import FeedbackJoin
         from modelbus.handlers.log.training import TrainingRecords
 
-        return [TrainingRecords(), BuildHandler(self.engine, notify=self.publish_model_update,
+        return [TrainingRecords(self.settings.input_schemas), BuildHandler(self.engine, datasets=self.settings.input_schemas,
+                                                notify=self.publish_model_update,
                                                 announce=self.publish_build_outcome,
                                                 min_test_rows=self.settings.promotion_min_test_rows),
                 FeedbackJoin(self.feedback_config, self.store.schemas)]

@@ -560,7 +560,7 @@ def test_every_message_schema_is_served_and_describes_the_messages(client):
         schemas[name] = jsonschema_rs.validator_for(response.get_json())
     for path in sorted((ROOT / "messages").glob("*.json")):
         message = json.loads(path.read_text())
-        assert schemas["prediction_request" if path.name.startswith("predict") else "event"].is_valid(message), path
+        assert schemas["prediction_request" if path.name.startswith(("predict", "typed_predict")) else "event"].is_valid(message), path
     assert not schemas["event"].is_valid({"type": "command", "payload": "build_mlp", "model": "mlp"})
     assert not schemas["event"].is_valid({"type": "training", "payload": "3,4,5", "id": " x"})
     assert schemas["mlp_params"].is_valid({"hidden": [8], "batch_size": None})

@@ -10,13 +10,14 @@ import pytest
 from modelbus.commands.kafka import KafkaConfig
 from modelbus.commands.kafka import admin
 from modelbus.messages.types import Command, Feedback, Training
-from modelbus.messages.parse import parse_event, parse_request
+from modelbus.messages.parse import check_record, parse_event, parse_request
 from modelbus.cron.schedule import plan
 from modelbus.settings import Settings, Topics, load_settings
 from tests.conftest import ROOT
 
 MESSAGES = ROOT / "messages"
-EXAMPLES = sorted(MESSAGES.glob("*.json"))
+# The typed examples belong to messages/penguins.toml's dataset (test_the_typed_examples_fit_penguins_toml).
+EXAMPLES = sorted(p for p in MESSAGES.glob("*.json") if not p.name.startswith("typed_"))
 
 
 def test_the_seed_message_files_are_there():
@@ -45,6 +46,17 @@ def test_every_example_message_parses(path):
         assert path.stem.startswith(event.name)
     else:
         assert event.name == "promote" and event.model == "mlp" and event.version == 1
+
+
+def test_the_typed_examples_fit_penguins_toml(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MODELBUS_CONFIG", str(MESSAGES / "penguins.toml"))
+    schema = load_settings().input_schemas["penguins"]
+    event = parse_event((MESSAGES / "typed_training.json").read_bytes())
+    check_record(event, None, schema)
+    assert event.features == ("Biscoe", 39.1, 18.7, 181.0, 3750.0, "male") and event.label == "Adelie"
+    request = parse_request((MESSAGES / "typed_predict.json").read_bytes())
+    assert schema.features_of(request.fields) == event.features
 
 
 def test_the_seed_schedule_example_loads_and_validates(monkeypatch, tmp_path):

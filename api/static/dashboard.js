@@ -507,7 +507,9 @@
       if (drawn) return;  // a version never changes: draw its charts once
       drawn = true;
       const metrics = found.metrics;
-      const classes = (metrics.classes || []).map(c => plotText(num(c, Number.isInteger(c) ? 0 : 2)));
+      // A category label's classes are its values (metrics.classes holds their codes).
+      const classes = metrics.label_values ? metrics.label_values.map(plotText)
+        : (metrics.classes || []).map(c => plotText(num(c, Number.isInteger(c) ? 0 : 2)));
       if (metrics.confusion_matrix) {
         const matrix = metrics.confusion_matrix;
         plot("chart-confusion", [{z: matrix, x: classes, y: classes, type: "heatmap", colorscale: [[0, "#f4f8fc"], [1, "#1f4e79"]], showscale: true,

@@ -19,6 +19,7 @@ from modelbus.db import predictions
 from modelbus.db.contracts import Transaction
 from modelbus.db.events import DUPLICATE, EventRow, Incoming, Schemas, Source, append_batch, utcnow
 from modelbus.handlers.log.base import Handler
+from modelbus.messages.datasets import DEFAULT_LABEL
 from modelbus.messages.jsonutil import canonical_json
 from modelbus.messages.parse import parse_event_obj
 from modelbus.messages.types import ANY_DATASET, Feedback
@@ -68,10 +69,10 @@ def judge(label: Any, prediction: dict[str, Any]) -> tuple[str | None, dict[str,
     return None, {"error": float(result) - float(label)}
 
 
-def training_body(prediction: dict[str, Any], label: Any) -> dict[str, Any]:
+def training_body(prediction: dict[str, Any], label: Any, label_name: str = DEFAULT_LABEL) -> dict[str, Any]:
     """The training event a joined pair becomes: the prediction's input, then the true label."""
     features = prediction["features"]
-    payload = {**features, "label": label} if isinstance(features, dict) else [*features, label]
+    payload = {**features, label_name: label} if isinstance(features, dict) else [*features, label]
     return {"type": "training", "dataset": prediction["dataset"], "payload": payload,
             "id": training_id(prediction["id"])}
 
@@ -118,7 +119,8 @@ class Joiner:
                                                                                            prediction["created_at"])}
 
     def _append_training(self, prediction: dict[str, Any], label: Any) -> None:
-        body = training_body(prediction, label)
+        typed = self.schemas.typed.get(prediction["dataset"])
+        body = training_body(prediction, label, typed.label[0] if typed is not None else DEFAULT_LABEL)
         try:
             event = parse_event_obj(body, system=True)
         except Exception as exc:

@@ -60,7 +60,8 @@ class PredictionRecorder:
             request, loaded = item.request, item.resolved
             if request is None or "error" in answer or loaded is None or isinstance(loaded, Exception):
                 continue
-            pending.append((request.features, answer, getattr(loaded.predictor, "classes", None), now))
+            features = request.fields if getattr(request, "fields", None) is not None else list(request.features)
+            pending.append((features, answer, getattr(loaded.predictor, "classes", None), now))
         excess = len(pending) - self.config.max_pending
         if excess > 0:
             with self._lock:
@@ -125,7 +126,7 @@ class PredictionRecorder:
         for features, answer, classes, at in batch:
             probabilities = _keyed(answer.get("probabilities"), classes)
             rows.append({"id": answer["id"], "model": answer["model"], "dataset": answer["dataset"],
-                         "version": answer["version"], "features": compact_json(list(features)),
+                         "version": answer["version"], "features": compact_json(features),
                          "result": compact_json(answer.get("result")),
                          "probabilities": compact_json(probabilities) if probabilities is not None else None,
                          "created_at": at})
