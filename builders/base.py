@@ -15,10 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from modelbus.messages.jsonutil import canonical_json
 
-KINDS: tuple[str, ...] = ("linear", "mlp", "slr")
+KINDS: tuple[str, ...] = ("dtr", "linear", "mlp", "slr")
 
 # Imported on demand so a process that only serves linear models never loads torch.
-_MODULES = {"linear": "modelbus.builders.linear", "mlp": "modelbus.builders.mlp", "slr": "modelbus.builders.slr"}
+_MODULES = {"dtr": "modelbus.builders.dtr", "linear": "modelbus.builders.linear", "mlp": "modelbus.builders.mlp",
+            "slr": "modelbus.builders.slr"}
 
 
 class BuildError(Exception):

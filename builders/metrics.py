@@ -26,6 +26,7 @@ def classification_metrics(classes: list[float], y_train: np.ndarray, y_test: np
     true_idx = np.searchsorted(classes, y_test)
     pred_idx = np.searchsorted(classes, predicted)
     labels = list(range(len(classes)))
+    train_counts = class_counts(y_train, classes)
     return {
         "accuracy": float(accuracy_score(true_idx, pred_idx)),
         # Macro over the classes present in the test truth or the predictions, as scikit-learn
@@ -34,7 +35,10 @@ def classification_metrics(classes: list[float], y_train: np.ndarray, y_test: np
         "log_loss": float(log_loss(true_idx, probabilities, labels=labels)),
         "confusion_matrix": confusion_matrix(true_idx, pred_idx, labels=labels).tolist(),
         "classes": [float(c) for c in classes],
-        "class_counts": {"train": class_counts(y_train, classes), "test": class_counts(y_test, classes)},
+        "class_counts": {"train": train_counts, "test": class_counts(y_test, classes)},
+        # Classes the model knows of (they are in the dataset) but never saw a train row of: the
+        # split put all their rows on the test side, so the model cannot have learned them.
+        "untrained_classes": [float(c) for c, n in zip(classes, train_counts) if n == 0],
         "train_size": int(y_train.size),
         "test_size": int(y_test.size),
     }

@@ -248,7 +248,7 @@ class BuildCommand(_Event):
     payload: BuildName  # type: ignore[valid-type]
     params: Annotated[Optional[dict[str, Any]], PlainValidator(_params, json_schema_input_type=Optional[dict[str, Any]])] = Field(
         None, description="Build params, checked by the builder when it runs (a bad one fails the build, "
-                          "the event is stored): see /api/schemas/mlp_params, slr_params, linear_params.")
+                          "the event is stored): see /api/schemas/mlp_params, dtr_params, slr_params, linear_params.")
 
 
 class PromoteCommand(_Event):
@@ -332,13 +332,14 @@ class Prediction(Answer):
     dataset: str
     version: int
     input: str = Field(description="The request's payload as CSV.")
-    result: Optional[float] = Field(description="The predicted label (mlp) or value; null when the model's "
+    result: Optional[float] = Field(description="The predicted label (mlp, dtr) or value; null when the model's "
                                                 "output is not a finite number (inputs far outside its data).")
-    accuracy: float = Field(description="The version's main metric: accuracy for mlp, holdout R² otherwise.")
+    accuracy: float = Field(description="The version's main metric: accuracy for mlp and dtr, holdout R² otherwise.")
     modelid: str = Field(description="The version's uuid.")
     prediction_date: str = Field(alias="prediction-date", examples=["2026-11-23 10:00:00"])
     probabilities: Optional[list[Optional[float]]] = Field(
-        None, description="mlp only, in the class order GET /api/models/mlp lists; null where not finite.")
+        None, description="Classifiers (mlp, dtr) only, in the class order GET /api/models/<model> lists; null where "
+                     "not finite.")
     label: Optional[str] = Field(None, description="The label's name, when the dataset declares labels.")
 
 
