@@ -44,11 +44,18 @@ def classification_metrics(classes: list[float], y_train: np.ndarray, y_test: np
     }
 
 
+def train_r2(y_train: np.ndarray, fitted: np.ndarray) -> float:
+    """R² on the rows a regression was fitted to (inf or NaN where a sum of squares overflows)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return float(r2_score(y_train, fitted))
+
+
 def regression_metrics(y_test: np.ndarray, predicted: np.ndarray) -> dict:
-    """R², RMSE and MAE on the test rows."""
-    return {
-        "r2": float(r2_score(y_test, predicted)),
-        "rmse": float(root_mean_squared_error(y_test, predicted)),
-        "mae": float(mean_absolute_error(y_test, predicted)),
-        "test_size": int(y_test.size),
-    }
+    """R², RMSE and MAE on the test rows (inf or NaN where a sum of squares overflows: the builders check)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return {
+            "r2": float(r2_score(y_test, predicted)),
+            "rmse": float(root_mean_squared_error(y_test, predicted)),
+            "mae": float(mean_absolute_error(y_test, predicted)),
+            "test_size": int(y_test.size),
+        }
