@@ -274,7 +274,7 @@ class BuildCommand(_Event):
     payload: BuildName  # type: ignore[valid-type]
     params: Annotated[Optional[dict[str, Any]], PlainValidator(_params, json_schema_input_type=Optional[dict[str, Any]])] = Field(
         None, description="Build params, checked by the builder when it runs (a bad one fails the build, "
-                          "the event is stored): see /api/schemas/mlp_params, slr_params, linear_params.")
+                          "the event is stored): see /api/schemas/mlp_params, dtr_params, slr_params, linear_params.")
 
 
 class PromoteCommand(_Event):
@@ -402,13 +402,13 @@ class Prediction(Answer):
     version: int
     input: str = Field(description="The request's payload as CSV (a payload object as compact JSON).")
     result: Optional[Union[float, str]] = Field(
-        description="The predicted label (mlp) or value, a category label's value as a string; null when the "
+        description="The predicted label (mlp, dtr) or value, a category label's value as a string; null when the "
                     "model's output is not a finite number (inputs far outside its data).")
-    accuracy: float = Field(description="The version's main metric: accuracy for mlp, holdout R² otherwise.")
+    accuracy: float = Field(description="The version's main metric: accuracy for mlp and dtr, holdout R² otherwise.")
     modelid: str = Field(description="The version's uuid.")
     prediction_date: str = Field(alias="prediction-date", examples=["2026-11-23 10:00:00"])
     probabilities: Optional[Union[list[Optional[float]], dict[str, Optional[float]]]] = Field(
-        None, description="Classifiers only, in the class order GET /api/models/mlp lists; null where not finite. "
+        None, description="Classifiers (mlp, dtr) only, in the class order GET /api/models/<model> lists; null where not finite. "
                           "Keyed by label value when the label is a category.")
     label: Optional[str] = Field(None, description="The label's name, when the dataset declares labels.")
 

@@ -4,13 +4,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-BUILD_COMMANDS = {"build_mlp": "mlp", "build_slr": "slr", "build_linear": "linear"}
+BUILD_COMMANDS = {"build_mlp": "mlp", "build_dtr": "dtr", "build_slr": "slr", "build_linear": "linear"}
 
 
 COMMANDS = (*BUILD_COMMANDS, "promote")
 
 
 MODEL_KINDS = tuple(BUILD_COMMANDS.values())
+
+
+# The main metric of each kind (its builder's main_metric): what promotion compares, what pages show.
+MAIN_METRICS = {"mlp": "accuracy", "dtr": "accuracy", "slr": "r2", "linear": "r2"}
 
 
 DEFAULT_DATASET = "default"

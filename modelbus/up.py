@@ -11,6 +11,7 @@ from typing import Callable
 from urllib.parse import urlsplit
 
 from modelbus.app import App
+from modelbus.messages.types import MAIN_METRICS
 from modelbus.runtime import Services
 from modelbus.settings import Settings
 
@@ -172,7 +173,7 @@ def load_demo(app: App, stop: threading.Event, base_url: str | None, echo: Calla
             return
         if build["status"] == "ok":
             mv = registry.get_version(app.engine, command.removeprefix("build_"), build["dataset"], build["version"])
-            metric = "" if mv is None else f" ({'accuracy' if mv.model == 'mlp' else 'r2'} {mv.main_metric:.3f})"
+            metric = "" if mv is None else f" ({MAIN_METRICS[mv.model]} {mv.main_metric:.3f})"
             echo(f"demo: {command} -> version {build['version']}{metric}")
         else:
             echo(f"demo: {command} failed: {build['reason']}")

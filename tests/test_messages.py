@@ -6,11 +6,13 @@ import os
 import subprocess
 
 import pytest
+from click.testing import CliRunner
 
 from modelbus.commands.kafka import KafkaConfig
 from modelbus.commands.kafka import admin
 from modelbus.messages.types import Command, Feedback, Training
 from modelbus.messages.parse import check_record, parse_event, parse_request
+from modelbus.cli import main
 from modelbus.cron.schedule import plan
 from modelbus.settings import Settings, Topics, load_settings
 from tests.conftest import ROOT
@@ -23,7 +25,8 @@ EXAMPLES = sorted(p for p in MESSAGES.glob("*.json") if not p.name.startswith("t
 def test_the_seed_message_files_are_there():
     names = {p.name for p in EXAMPLES}
     # The seed's three files plus one example of every other message shape.
-    assert {"build_mlp.json", "build_slr.json", "build_linear.json", "training.json", "predict.json"} <= names
+    assert {"build_mlp.json", "build_dtr.json", "build_slr.json", "build_linear.json", "training.json",
+            "predict.json"} <= names
     assert json.loads((MESSAGES / "build_mlp.json").read_text()) == {"type": "command", "payload": "build_mlp"}
     assert json.loads((MESSAGES / "training.json").read_text()) == {"type": "training", "payload": "3,4,5,6"}
 
@@ -65,11 +68,24 @@ def test_the_seed_schedule_example_loads_and_validates(monkeypatch, tmp_path):
     settings = load_settings()
     planned = plan(settings.schedule)
     assert [(p.name, p.job.cron, p.job.command) for p in planned] == [
-        ("nightly-linear", "0 1 * * *", "build_linear"),
+        ("nightly-dtr", "0 1 * * *", "build_dtr"),
         ("nightly-slr", "30 1 * * *", "build_slr"),
         ("nightly-mlp", "45 1 * * *", "build_mlp"),
     ]
     assert planned[2].job.params == {"hidden": [32, 32], "epochs": 300, "lr": 0.01, "seed": 6, "split": 0.65}
+
+
+def test_the_seed_crontab_runs_unchanged_under_scheduler_check(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MODELBUS_CONFIG", str(MESSAGES / "schedule.toml"))
+    result = CliRunner().invoke(main, ["scheduler", "--check", "--next", "1"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["nightly-dtr", "nightly-slr", "nightly-mlp"]
+    for line, (cron, command, at) in zip(lines, [("0 1 * * *", "build_dtr", "T01:00:00Z"),
+                                                 ("30 1 * * *", "build_slr", "T01:30:00Z"),
+                                                 ("45 1 * * *", "build_mlp", "T01:45:00Z")]):
+        assert f"'{cron}' (UTC) {command} dataset default" in line and at in line
 
 
 def test_create_topics_script_against_the_local_broker(kafka_bootstrap, topics):

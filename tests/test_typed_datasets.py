@@ -16,7 +16,7 @@ from modelbus.db.schema import training_records
 from modelbus.handlers.log.verify import verify_version
 from modelbus.settings import Settings
 from modelbus.web import create_api
-from serving_support import build
+from serving_support import build, run_handlers
 
 FEATURES = {"island": "category", "bill_length_mm": "number", "bill_depth_mm": "number",
             "flipper_length_mm": "number", "body_mass_g": "number", "sex": "category"}
@@ -149,3 +149,39 @@ def test_penguins_train_mlp_and_answer_species_names(app):
         assert client.get("/api/datasets/nowhere/schema").status_code == 404
     finally:
         flask_app.extensions["modelbus"].close()
+
+
+def test_penguins_train_dtr_and_feedback_with_species_names_joins_and_trains(app):
+    payloads, _ = penguin_payloads()
+    assert all(o.status == "accepted" for o in post(app, payloads))
+    build(app, "dtr", "penguins")
+    mv = registry.production(app.engine, "dtr", "penguins")
+    print(f"penguins dtr holdout accuracy: {mv.metrics['accuracy']:.4f} on {mv.metrics['test_size']} rows")
+    assert mv.metrics["accuracy"] >= 0.9
+    assert verify_version(app.engine, mv).ok
+
+    flask_app = create_api(app)
+    client = flask_app.test_client()
+    serving = flask_app.extensions["modelbus"]
+    try:
+        rows = payloads[:20]
+        for i, row in enumerate(rows):
+            request = {k: v for k, v in row.items() if k != "species"}
+            answer = client.post("/api/predict", json={"model": "dtr", "dataset": "penguins", "payload": request,
+                                                       "id": f"peng-{i}"}).get_json()
+            assert answer["result"] in {"Adelie", "Chinstrap", "Gentoo"}, answer
+        assert serving.recorder.flush()
+        right = 0
+        for i, row in enumerate(rows):
+            client.post("/api/events", json={"type": "feedback", "id": f"peng-{i}", "label": row["species"]})
+        client.post("/api/events", json={"type": "feedback", "id": "peng-0", "label": 3})
+        run_handlers(app)
+        for f in client.get("/api/feedback?status=joined").get_json()["feedback"]:
+            right += f["correct"]
+        live = client.get("/api/models/dtr?dataset=penguins").get_json()["datasets"][0]["versions"][0]["live"]
+        assert live["feedback_count"] == 20 and live["accuracy"] == pytest.approx(right / 20)
+        made = [r for r in app.store.read(after=0, limit=10_000, type="training") if r.source == "feedback"]
+        assert len(made) == 20 and json.loads(made[0].payload)["payload"]["species"] == rows[0]["species"]
+        assert client.get("/api/feedback?status=duplicate").get_json()["counts"]["duplicate"] == 1
+    finally:
+        serving.close()

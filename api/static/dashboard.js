@@ -236,8 +236,11 @@
     return "/events" + query({after: Math.max(0, position - 1), limit: 1});
   }
 
+  // The classifiers, whose main metric is accuracy (messages/types.py MAIN_METRICS); the rest score R².
+  const CLASSIFIERS = new Set(["mlp", "dtr"]);
+
   function metricName(model) {
-    return model === "mlp" ? "accuracy" : "R²";
+    return CLASSIFIERS.has(model) ? "accuracy" : "R²";
   }
 
   function buildColumns() {

@@ -18,7 +18,8 @@ VERSION = click.IntRange(1, VERSION_MAX)
 
 
 def _metrics_line(metrics: dict) -> str:
-    keys = ("accuracy", "f1_macro", "log_loss", "r2", "rmse", "mae", "train_size", "test_size", "execution_time")
+    keys = ("accuracy", "f1_macro", "log_loss", "r2", "rmse", "mae", "depth", "leaves", "train_size", "test_size",
+            "execution_time")
     return ", ".join(f"{k} {metrics[k]:.4g}" if isinstance(metrics[k], float) else f"{k} {metrics[k]}"
                      for k in keys if k in metrics)
 
