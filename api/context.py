@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from flask import current_app
 
 from modelbus.commands.publish import EventPublisher
 from modelbus.db.events import EventStore
+from modelbus.messages.windows import WindowSpec
 
 # A list body (many events or many predictions) may hold this many messages' worth of bytes.
 BATCH_BODY_FACTOR = 64
@@ -23,6 +24,7 @@ class ApiConfig:
     api_token: str | None = None
     kafka_mode: bool = False
     labels: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    windows: Sequence[WindowSpec] = ()
 
 
 @dataclass

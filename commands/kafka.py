@@ -23,6 +23,7 @@ class Topics(BaseModel):
     errors: str = "error_topic"
     model_updates: str = "model_update_topic"
     build_outcomes: str = "build_outcome_topic"
+    windows: str = "window_topic"
 
 
 @dataclass(frozen=True)

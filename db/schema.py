@@ -126,6 +126,48 @@ training_records = Table(
     **_MYSQL,
 )
 
+# --- windows over raw events (issue 13) ----------------------------------------------------
+
+# One row per window handler (a shard of the keys): the streams' largest ts, late and closed
+# counts per window, and a token that changes with every batch, so a handler that finds another
+# token than its own knows its in-memory windows are stale and reloads them.
+window_shards = Table(
+    "window_shards",
+    metadata,
+    Column("handler", String(64), primary_key=True),
+    Column("token", BigInteger, nullable=False),
+    Column("watermarks", Text, nullable=False),
+    Column("counters", Text, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+    **_MYSQL,
+)
+
+# The open windows of one key for one declared window, as JSON: [[start, end, [accumulators]], ...].
+window_open = Table(
+    "window_open",
+    metadata,
+    Column("handler", String(64), primary_key=True),
+    Column("window", String(64), primary_key=True),
+    Column("key", String(128), primary_key=True),
+    Column("state", LongText, nullable=False),
+    **_MYSQL,
+)
+
+# One row per closed window: key, bounds (epoch ms) and the aggregates in declared order (JSON).
+window_rows = Table(
+    "window_rows",
+    metadata,
+    Column("window", String(64), primary_key=True),
+    Column("key", String(128), primary_key=True),
+    Column("start_ms", BigInteger, primary_key=True, autoincrement=False),
+    Column("end_ms", BigInteger, nullable=False),
+    Column("handler", String(64), nullable=False),
+    Column("aggregates", LongText, nullable=False),
+    Index("ix_window_rows_window_end", "window", "end_ms", "key", "start_ms"),
+    Index("ix_window_rows_handler", "handler"),
+    **_MYSQL,
+)
+
 # --- the model registry (issue 3) ---------------------------------------------------------
 
 

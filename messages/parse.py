@@ -14,13 +14,14 @@ from modelbus.messages.schemas import (
     VERSION_MAX,
     BuildCommand,
     PromoteCommand,
+    RawEvent,
     TrainingEvent,
 )
 from modelbus.messages.schemas import (
     PredictionRequest as RequestMessage,
 )
 from modelbus.messages.text import INT64_MAX, INT64_MIN, json_type, shorten
-from modelbus.messages.types import DEFAULT_DATASET, Command, Event, PredictionRequest, Training
+from modelbus.messages.types import DEFAULT_DATASET, Command, Event, PredictionRequest, Raw, Training
 from modelbus.messages.values import parse_values
 
 __all__ = [
@@ -59,6 +60,9 @@ def parse_event_obj(obj: Any, *, system: bool = False) -> Event:
         dataset = training.dataset or DEFAULT_DATASET
         values = training.payload
         return Training(dataset=dataset, features=values[:-1], label=values[-1], body={**obj, "dataset": dataset})
+    if kind == "raw":
+        raw = _validate(RawEvent, obj, context)
+        return Raw(stream=raw.stream, key=raw.key, ts_ms=raw.ts, fields=raw.fields, body=obj)
     if kind != "command":
         raise name_rejected("type", kind, UNKNOWN_TYPE)
     name = obj.get("payload")

@@ -101,7 +101,28 @@ class App:
 
         return [TrainingRecords(), BuildHandler(self.engine, notify=self.publish_model_update,
                                                 announce=self.publish_build_outcome,
-                                                min_test_rows=self.settings.promotion_min_test_rows)]
+                                                min_test_rows=self.settings.promotion_min_test_rows),
+                *self.window_handlers()]
+
+    def window_handlers(self, sinks: list | None = None) -> list[Handler]:
+        """One window handler per shard this process follows (none without declared windows).
+
+        `sinks` (handlers.log.windows.WindowSink) are told about every committed closed window;
+        by default window_topic's publisher. Predicting closed windows with their `model` plugs in here.
+        """
+        from modelbus.handlers.log.windows import TopicSink, WindowHandler
+
+        s = self.settings
+        if not s.windows:
+            return []
+        if sinks is None:
+            sinks = [TopicSink(self.publish_window, self.transport.flush, s.windows)]
+        return [WindowHandler(s.windows, shard=shard, shards=s.window_shards, sinks=sinks)
+                for shard in s.owned_window_shards]
+
+    def publish_window(self, message: bytes, key: bytes) -> None:
+        """Put one closed window on window_topic, keyed by its key (flushed once per batch)."""
+        self.transport.publish(self.settings.topics.windows, message, key=key)
 
     def publish_model_update(self, update) -> None:
         """Announce an alias move (db.registry.ModelUpdate) on model_update_topic, keyed by model:dataset."""

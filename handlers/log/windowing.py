@@ -1,0 +1,347 @@
+"""Event-time windows per key, in memory: tumbling, hopping and session windows, their aggregates,
+the watermark per stream and lateness. Pure logic; handlers.log.windows persists it.
+
+Every rule depends only on the events in log order, never on how they are cut into batches, so a
+replay or a resume after a crash closes the same windows with the same aggregates:
+
+- the watermark of a window is the largest `ts` of its stream seen so far minus the window's grace;
+- an event is late for a window definition when a window it belongs to had already closed, judged
+  against the watermark *before* the event; a late event still counts towards its open windows
+  (hopping) and is counted in `late`, never dropped silently;
+- a tumbling or hopping window [start, end) closes once the watermark reaches its end; a session
+  (first ts, last ts) once the watermark reaches its last ts plus the gap, and an event merges into
+  the open sessions of its key within `gap` of it (sessions that may close already are left alone);
+- windows are closed at the end of each batch: equivalent to closing them event by event, because
+  a window whose end the watermark passed takes no more events either way.
+"""
+from __future__ import annotations
+
+import heapq
+import json
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence
+
+from modelbus.messages.types import Raw
+from modelbus.messages.windows import WindowSpec
+
+_SKIP = object()
+
+
+@dataclass(frozen=True)
+class ClosedWindow:
+    """A closed window: its key, start and end (epoch ms) and the aggregates in declared order."""
+
+    window: str
+    key: str
+    start_ms: int
+    end_ms: int
+    values: tuple[Any, ...]
+
+
+def _kind_of(value: Any) -> str | None:
+    """The JSON kind of a field value: 'b'oolean, 'n'umber, 's'tring (None when absent)."""
+    if value is None:
+        return None
+    if value is True or value is False:
+        return "b"
+    if isinstance(value, (int, float)):
+        return "n"
+    return "s"
+
+
+def _number(value: Any) -> Any:
+    """A field value that is a number (not a boolean), else _SKIP."""
+    if value is None or value is True or value is False or isinstance(value, str):
+        return _SKIP
+    return value
+
+
+class _Aggregate:
+    """One declared aggregate compiled: what an event contributes, how to fold, merge, store and show it."""
+
+    def __init__(self, fn: str, field: str | None, where: tuple[str, Any] | None):
+        self.fn = fn
+        self.field = field
+        self.where = where
+        self.where_kind = _kind_of(where[1]) if where else None
+
+    def contribution(self, fields: dict[str, Any]) -> Any:
+        """What one event adds (_SKIP for nothing)."""
+        if self.where is not None:
+            value = fields.get(self.where[0])
+            if _kind_of(value) != self.where_kind or value != self.where[1]:
+                return _SKIP
+        fn = self.fn
+        if fn == "duration":
+            return _SKIP
+        if fn == "count":
+            if self.field is not None and fields.get(self.field) is None:
+                return _SKIP
+            return 1
+        value = fields.get(self.field)  # type: ignore[arg-type]
+        if fn == "distinct_count":
+            kind = _kind_of(value)
+            return _SKIP if kind is None else (kind, value)
+        return _number(value)
+
+    def empty(self) -> Any:
+        fn = self.fn
+        if fn in ("count", "sum"):
+            return 0
+        if fn == "avg":
+            return [0, 0]
+        if fn == "distinct_count":
+            return set()
+        return None
+
+    def fold(self, acc: Any, value: Any) -> Any:
+        fn = self.fn
+        if fn in ("count", "sum"):
+            return acc + value
+        if fn == "min":
+            return value if acc is None or value < acc else acc
+        if fn == "max":
+            return value if acc is None or value > acc else acc
+        if fn == "avg":
+            acc[0] += 1
+            acc[1] += value
+            return acc
+        acc.add(value)
+        return acc
+
+    def merge(self, a: Any, b: Any) -> Any:
+        fn = self.fn
+        if fn in ("count", "sum"):
+            return a + b
+        if fn in ("min", "max"):
+            if a is None or b is None:
+                return b if a is None else a
+            return min(a, b) if fn == "min" else max(a, b)
+        if fn == "avg":
+            return [a[0] + b[0], a[1] + b[1]]
+        if fn == "distinct_count":
+            return a | b
+        return None
+
+    def result(self, acc: Any, start: int, end: int) -> Any:
+        fn = self.fn
+        if fn == "avg":
+            return acc[1] / acc[0] if acc[0] else None
+        if fn == "distinct_count":
+            return len(acc)
+        if fn == "duration":
+            return (end - start) / 1000
+        return acc
+
+    def dump(self, acc: Any) -> Any:
+        if self.fn == "distinct_count":
+            return sorted([kind, value] for kind, value in acc)
+        return acc
+
+    def load(self, stored: Any) -> Any:
+        if self.fn == "distinct_count":
+            return {(kind, value) for kind, value in stored}
+        return stored
+
+
+class _Slot:
+    """One open window of one key: its bounds and accumulators."""
+
+    __slots__ = ("start", "end", "accs")
+
+    def __init__(self, start: int, end: int, accs: list[Any]):
+        self.start = start
+        self.end = end
+        self.accs = accs
+
+
+class WindowState:
+    """The open windows of one declared window, for the keys one handler owns.
+
+    The store keeps one row per key holding all its open windows, so a batch writes one row
+    per key it touched, however many hopping windows an event falls in.
+    """
+
+    def __init__(self, spec: WindowSpec):
+        self.spec = spec
+        self.aggregates = [_Aggregate(a.fn, a.field, (a.where.field, a.where.equals) if a.where else None)
+                           for a in spec.aggregates]
+        self.session = spec.kind == "session"
+        self.size = spec.size or 0
+        self.advance = spec.advance or spec.size or 0
+        self.gap = spec.gap or 0
+        # key -> start -> open window.
+        self.keys: dict[str, dict[int, _Slot]] = {}
+        # (close time, key, start) of every open window; entries of merged sessions go stale.
+        self.heap: list[tuple[int, str, int]] = []
+        self.touched: set[str] = set()
+        self.stored: set[str] = set()
+        self.late = 0
+        self.closed = 0
+
+    # --- events ---------------------------------------------------------------------------
+
+    def add(self, key: str, ts: int, fields: dict[str, Any], watermark: int) -> None:
+        """Count one event of an owned key; `watermark` is this window's before the event."""
+        values = [agg.contribution(fields) for agg in self.aggregates]
+        if self.session:
+            self._add_session(key, ts, values, watermark)
+            return
+        slots = self.keys.get(key)
+        if slots is None:
+            slots = self.keys[key] = {}
+        start = ts - ts % self.advance
+        late = False
+        while start > ts - self.size:
+            end = start + self.size
+            if end <= watermark:
+                late = True
+            else:
+                slot = slots.get(start)
+                if slot is None:
+                    slot = slots[start] = _Slot(start, end, [a.empty() for a in self.aggregates])
+                    heapq.heappush(self.heap, (end, key, start))
+                self._fold(slot, values)
+            start -= self.advance
+        if late:
+            self.late += 1
+        self.touched.add(key)
+
+    def _fold(self, slot: _Slot, values: list[Any]) -> None:
+        accs = slot.accs
+        for i, value in enumerate(values):
+            if value is not _SKIP:
+                accs[i] = self.aggregates[i].fold(accs[i], value)
+
+    def _add_session(self, key: str, ts: int, values: list[Any], watermark: int) -> None:
+        gap = self.gap
+        if ts + gap <= watermark:
+            self.late += 1
+            return
+        slots = self.keys.get(key)
+        if slots is None:
+            slots = self.keys[key] = {}
+        merged = _Slot(ts, ts, [a.empty() for a in self.aggregates])
+        self._fold(merged, values)
+        for start, slot in sorted(slots.items()):
+            # A session the watermark may close already takes nothing more, however batches fall.
+            if slot.end + gap > watermark and slot.start - gap < ts < slot.end + gap:
+                merged.start = min(merged.start, slot.start)
+                merged.end = max(merged.end, slot.end)
+                merged.accs = [agg.merge(a, b) for agg, a, b in zip(self.aggregates, slot.accs, merged.accs)]
+                del slots[start]
+        slots[merged.start] = merged
+        heapq.heappush(self.heap, (merged.end + gap, key, merged.start))
+        self.touched.add(key)
+
+    # --- closing --------------------------------------------------------------------------
+
+    def close(self, watermark: int) -> list[ClosedWindow]:
+        """Close every window the watermark has reached; their rows, in close order."""
+        heap, rows, gap = self.heap, [], self.gap
+        while heap and heap[0][0] <= watermark:
+            close_at, key, start = heapq.heappop(heap)
+            slots = self.keys.get(key)
+            slot = slots.get(start) if slots else None
+            if slot is None or (self.session and slot.end + gap != close_at):
+                continue  # a session merged or extended since this entry
+            del slots[start]  # type: ignore[union-attr]
+            if not slots:
+                del self.keys[key]
+            rows.append(ClosedWindow(self.spec.name, key, slot.start, slot.end,
+                                     tuple(agg.result(acc, slot.start, slot.end)
+                                           for agg, acc in zip(self.aggregates, slot.accs))))
+            self.touched.add(key)
+        self.closed += len(rows)
+        return rows
+
+    # --- persistence ----------------------------------------------------------------------
+
+    def changes(self) -> tuple[list[str], list[tuple[str, str]]]:
+        """Since the last call: keys whose stored row to delete, and (key, state) rows to insert."""
+        deletes, inserts = [], []
+        for key in sorted(self.touched):
+            if key in self.stored:
+                deletes.append(key)
+                self.stored.discard(key)
+            slots = self.keys.get(key)
+            if slots:
+                inserts.append((key, self.dump(slots)))
+                self.stored.add(key)
+            else:
+                self.keys.pop(key, None)
+        self.touched = set()
+        return deletes, inserts
+
+    def dump(self, slots: dict[int, _Slot]) -> str:
+        """A key's open windows as stored: [[start, end, [accumulators]], ...] (JSON reading back the same)."""
+        return json.dumps([[slot.start, slot.end, [agg.dump(acc) for agg, acc in zip(self.aggregates, slot.accs)]]
+                           for _, slot in sorted(slots.items())], separators=(",", ":"))
+
+    def load(self, key: str, state: str) -> None:
+        """Restore one key's open windows as stored."""
+        slots = self.keys[key] = {}
+        for start, end, accs in json.loads(state):
+            slots[start] = _Slot(start, end, [agg.load(value) for agg, value in zip(self.aggregates, accs)])
+            heapq.heappush(self.heap, (end + self.gap if self.session else end, key, start))
+        self.stored.add(key)
+
+    def open_count(self) -> int:
+        """How many windows are open."""
+        return sum(len(slots) for slots in self.keys.values())
+
+
+class Windows:
+    """Every declared window over the events of the keys one handler owns, with the streams' watermarks."""
+
+    def __init__(self, specs: Sequence[WindowSpec], owns: Callable[[str], bool] = lambda key: True):
+        self.states = {spec.name: WindowState(spec) for spec in specs}
+        self.by_stream: dict[str, list[WindowState]] = {}
+        for state in self.states.values():
+            self.by_stream.setdefault(state.spec.stream, []).append(state)
+        self.owns = owns
+        # The largest ts seen per stream, over every key (each shard sees the whole stream).
+        self.max_ts: dict[str, int] = {}
+
+    def streams(self) -> list[str]:
+        """The streams some window reads."""
+        return sorted(self.by_stream)
+
+    def watermark(self, state: WindowState) -> int | None:
+        """A window's watermark: its stream's largest ts minus its grace (None before any event)."""
+        top = self.max_ts.get(state.spec.stream)
+        return None if top is None else top - state.spec.grace
+
+    def add(self, event: Raw) -> None:
+        """Apply one raw event in log order."""
+        states = self.by_stream.get(event.stream)
+        if not states:
+            return
+        top = self.max_ts.get(event.stream)
+        if self.owns(event.key):
+            for state in states:
+                watermark = -(2**62) if top is None else top - state.spec.grace
+                state.add(event.key, event.ts_ms, event.fields, watermark)
+        if top is None or event.ts_ms > top:
+            self.max_ts[event.stream] = event.ts_ms
+
+    def close(self) -> list[ClosedWindow]:
+        """Close every window its watermark has reached; rows ordered by window, end, key and start."""
+        rows: list[ClosedWindow] = []
+        for state in self.states.values():
+            watermark = self.watermark(state)
+            if watermark is not None:
+                rows.extend(state.close(watermark))
+        rows.sort(key=lambda r: (r.window, r.end_ms, r.key, r.start_ms))
+        return rows
+
+    def load(self, max_ts: dict[str, int], counters: dict[str, tuple[int, int]],
+             open_rows: Iterable[tuple[str, str, str]]) -> None:
+        """Restore the state a store kept: watermarks, (late, closed) per window, open windows."""
+        self.max_ts = dict(max_ts)
+        for name, (late, closed) in counters.items():
+            if name in self.states:
+                self.states[name].late, self.states[name].closed = late, closed
+        for name, key, state in open_rows:
+            if name in self.states:
+                self.states[name].load(key, state)
