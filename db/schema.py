@@ -142,29 +142,28 @@ window_shards = Table(
     **_MYSQL,
 )
 
-# The open windows of one key for one declared window, as JSON: [[start, end, [accumulators]], ...].
+# The open windows of one key, as JSON: {window: [[start, end, [accumulators]], ...]}.
 window_open = Table(
     "window_open",
     metadata,
     Column("handler", String(64), primary_key=True),
-    Column("window", String(64), primary_key=True),
     Column("key", String(128), primary_key=True),
     Column("state", LongText, nullable=False),
     **_MYSQL,
 )
 
 # One row per closed window: key, bounds (epoch ms) and the aggregates in declared order (JSON).
+# Keyed in close order (a window's end only grows as its watermark does), so inserts append.
 window_rows = Table(
     "window_rows",
     metadata,
     Column("window", String(64), primary_key=True),
+    Column("end_ms", BigInteger, primary_key=True, autoincrement=False),
     Column("key", String(128), primary_key=True),
     Column("start_ms", BigInteger, primary_key=True, autoincrement=False),
-    Column("end_ms", BigInteger, nullable=False),
     Column("handler", String(64), nullable=False),
     Column("aggregates", LongText, nullable=False),
-    Index("ix_window_rows_window_end", "window", "end_ms", "key", "start_ms"),
-    Index("ix_window_rows_handler", "handler"),
+    Index("ix_window_rows_key", "window", "key", "start_ms"),
     **_MYSQL,
 )
 

@@ -5,9 +5,9 @@ import json
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from sqlalchemy import Connection, Engine, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, delete, insert, select, update
 
-from modelbus.db.dialect import insert_many
+from modelbus.db.dialect import insert_plain, replace_many
 from modelbus.db.events import utcnow
 from modelbus.db.schema import window_open, window_rows, window_shards
 
@@ -21,7 +21,7 @@ class ShardState:
     token: int | None
     max_ts: dict[str, int]
     counters: dict[str, tuple[int, int]]
-    open_rows: list[tuple[str, str, str]]
+    open_rows: list[tuple[str, str]]
 
 
 def token(conn: Connection, handler: str) -> int | None:
@@ -32,8 +32,8 @@ def token(conn: Connection, handler: str) -> int | None:
 def load(conn: Connection, handler: str) -> ShardState:
     """Everything a window handler needs to resume where its last committed batch left off."""
     row = conn.execute(select(window_shards).where(window_shards.c.handler == handler)).first()
-    open_rows = [(w, k, s) for w, k, s in conn.execute(
-        select(window_open.c.window, window_open.c.key, window_open.c.state).where(window_open.c.handler == handler))]
+    open_rows = [(k, s) for k, s in conn.execute(
+        select(window_open.c.key, window_open.c.state).where(window_open.c.handler == handler))]
     if row is None:
         return ShardState(None, {}, {}, open_rows)
     counters = {name: (late, closed) for name, (late, closed) in json.loads(row.counters).items()}
@@ -41,20 +41,18 @@ def load(conn: Connection, handler: str) -> ShardState:
 
 
 def save(conn: Connection, handler: str, new_token: int, max_ts: dict[str, int],
-         counters: dict[str, tuple[int, int]], deletes: dict[str, list[str]],
-         inserts: dict[str, list[tuple[str, str]]], closed: Sequence[dict[str, Any]]) -> None:
-    """Write one batch's changes: open windows deleted and inserted per key, closed rows, watermarks and counters."""
-    for window, keys in deletes.items():
-        for start in range(0, len(keys), _CHUNK):
-            conn.execute(delete(window_open).where(window_open.c.handler == handler, window_open.c.window == window,
-                                                   window_open.c.key.in_(keys[start:start + _CHUNK])))
-    rows = [{"handler": handler, "window": window, "key": key, "state": state}
-            for window, items in inserts.items() for key, state in items]
+         counters: dict[str, tuple[int, int]], deletes: Sequence[str], writes: Sequence[tuple[str, str]],
+         closed: Sequence[tuple[str, int, str, int, str, str]]) -> None:
+    """Write one batch's changes: keys without open windows deleted, the others' open windows replaced,
+    closed rows added, watermarks and counters (and the new token) stored."""
+    deletes = list(deletes)
+    for start in range(0, len(deletes), _CHUNK):
+        conn.execute(delete(window_open).where(window_open.c.handler == handler,
+                                               window_open.c.key.in_(deletes[start:start + _CHUNK])))
+    rows = [{"handler": handler, "key": key, "state": state} for key, state in writes]
     for start in range(0, len(rows), 5000):
-        insert_many(conn, window_open, rows[start:start + 5000])
-    closed = list(closed)
-    for start in range(0, len(closed), 5000):
-        insert_many(conn, window_rows, closed[start:start + 5000])
+        replace_many(conn, window_open, rows[start:start + 5000])
+    insert_plain(conn, window_rows, ["window", "end_ms", "key", "start_ms", "handler", "aggregates"], list(closed))
     values = {"token": new_token, "watermarks": json.dumps(max_ts, sort_keys=True),
               "counters": json.dumps({k: list(v) for k, v in counters.items()}, sort_keys=True),
               "updated_at": utcnow()}
@@ -86,11 +84,10 @@ def rows(engine: Engine, window: str, *, key: str | None = None, after: tuple[in
 
 @dataclass(frozen=True)
 class WindowStatus:
-    """A window summed over its shards: closed rows, late events, windows open, its stream's largest ts."""
+    """A window summed over its shards: closed rows, late events, its stream's largest ts."""
 
     closed: int
     late: int
-    open_keys: int
     max_ts: int | None
 
 
@@ -107,9 +104,7 @@ def status(engine: Engine, window: str, stream: str) -> WindowStatus:
             seen = json.loads(watermarks).get(stream)
             if seen is not None and (max_ts is None or seen > max_ts):
                 max_ts = seen
-        open_keys = conn.execute(select(func.count()).select_from(window_open).where(
-            window_open.c.window == window)).scalar_one()
-    return WindowStatus(closed, late, open_keys, max_ts)
+    return WindowStatus(closed, late, max_ts)
 
 
 def late_counts(engine: Engine) -> dict[str, int]:

@@ -128,7 +128,6 @@ class WindowStatusView(Answer):
     watermark: Optional[str] = Field(description="The stream's largest ts minus the grace (ISO 8601); null before any event.")
     closed: int = Field(description="Windows closed (rows).")
     late_events: int = Field(description="Events that arrived for an already-closed window (counted, not dropped silently).")
-    open_keys: int = Field(description="Keys with open windows.")
 
 
 class WindowPage(Answer):

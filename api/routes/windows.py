@@ -37,5 +37,5 @@ def list_windows(name: str) -> Response:
         "rows": [window_json(spec, r["key"], r["start_ms"], r["end_ms"], r["values"]) for r in rows],
         "next": f"{last['end_ms']}:{last['start_ms']}:{last['key']}" if last else None,
         "status": {"kind": spec.kind, "stream": spec.stream, "watermark": watermark, "closed": status.closed,
-                   "late_events": status.late, "open_keys": status.open_keys},
+                   "late_events": status.late},
     })

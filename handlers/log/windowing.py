@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import heapq
 import json
-from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, NamedTuple, Sequence
+
+import orjson
 
 from modelbus.messages.types import Raw
 from modelbus.messages.windows import WindowSpec
@@ -27,8 +28,17 @@ from modelbus.messages.windows import WindowSpec
 _SKIP = object()
 
 
-@dataclass(frozen=True)
-class ClosedWindow:
+def _dumps(value: Any) -> str:
+    """Stored state as JSON: orjson (floats written shortest, read back the same), json for integers beyond 64 bits."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value, separators=(",", ":"))
+
+_ADD, _MIN, _MAX, _AVG, _SET = range(5)
+
+
+class ClosedWindow(NamedTuple):
     """A closed window: its key, start and end (epoch ms) and the aggregates in declared order."""
 
     window: str
@@ -63,26 +73,35 @@ class _Aggregate:
         self.fn = fn
         self.field = field
         self.where = where
-        self.where_kind = _kind_of(where[1]) if where else None
+        self.contribution = self._compile()
 
-    def contribution(self, fields: dict[str, Any]) -> Any:
-        """What one event adds (_SKIP for nothing)."""
-        if self.where is not None:
-            value = fields.get(self.where[0])
-            if _kind_of(value) != self.where_kind or value != self.where[1]:
-                return _SKIP
-        fn = self.fn
+    def _compile(self) -> Callable[[dict[str, Any]], Any]:
+        """What one event adds to this aggregate (_SKIP for nothing), as one small function."""
+        fn, field = self.fn, self.field
         if fn == "duration":
-            return _SKIP
-        if fn == "count":
-            if self.field is not None and fields.get(self.field) is None:
+            value: Callable[[dict[str, Any]], Any] = lambda fields: _SKIP
+        elif fn == "count" and field is None:
+            value = lambda fields: 1
+        elif fn == "count":
+            value = lambda fields: _SKIP if fields.get(field) is None else 1
+        elif fn == "distinct_count":
+            def value(fields: dict[str, Any]) -> Any:
+                item = fields.get(field)
+                kind = _kind_of(item)
+                return _SKIP if kind is None else (kind, item)
+        else:
+            value = lambda fields: _number(fields.get(field))
+        if self.where is None:
+            return value
+        where_field, equals = self.where
+        where_kind = _kind_of(equals)
+
+        def matching(fields: dict[str, Any]) -> Any:
+            item = fields.get(where_field)
+            if item != equals or _kind_of(item) != where_kind:
                 return _SKIP
-            return 1
-        value = fields.get(self.field)  # type: ignore[arg-type]
-        if fn == "distinct_count":
-            kind = _kind_of(value)
-            return _SKIP if kind is None else (kind, value)
-        return _number(value)
+            return value(fields)
+        return matching
 
     def empty(self) -> Any:
         fn = self.fn
@@ -93,21 +112,6 @@ class _Aggregate:
         if fn == "distinct_count":
             return set()
         return None
-
-    def fold(self, acc: Any, value: Any) -> Any:
-        fn = self.fn
-        if fn in ("count", "sum"):
-            return acc + value
-        if fn == "min":
-            return value if acc is None or value < acc else acc
-        if fn == "max":
-            return value if acc is None or value > acc else acc
-        if fn == "avg":
-            acc[0] += 1
-            acc[1] += value
-            return acc
-        acc.add(value)
-        return acc
 
     def merge(self, a: Any, b: Any) -> Any:
         fn = self.fn
@@ -158,14 +162,18 @@ class _Slot:
 class WindowState:
     """The open windows of one declared window, for the keys one handler owns.
 
-    The store keeps one row per key holding all its open windows, so a batch writes one row
-    per key it touched, however many hopping windows an event falls in.
+    Windows keeps one stored row per key holding the open windows of every declared window, so a
+    batch writes one row per key it touched, however many windows an event falls in.
     """
 
-    def __init__(self, spec: WindowSpec):
+    def __init__(self, spec: WindowSpec, touched: set[str] | None = None):
         self.spec = spec
         self.aggregates = [_Aggregate(a.fn, a.field, (a.where.field, a.where.equals) if a.where else None)
                            for a in spec.aggregates]
+        # How each aggregate folds a value (duration folds nothing: it is the session's length).
+        codes = {"count": _ADD, "sum": _ADD, "min": _MIN, "max": _MAX, "avg": _AVG, "distinct_count": _SET}
+        self.codes = [(i, codes[agg.fn]) for i, agg in enumerate(self.aggregates) if agg.fn in codes]
+        self.contributions = [agg.contribution for agg in self.aggregates]
         self.session = spec.kind == "session"
         self.size = spec.size or 0
         self.advance = spec.advance or spec.size or 0
@@ -174,8 +182,8 @@ class WindowState:
         self.keys: dict[str, dict[int, _Slot]] = {}
         # (close time, key, start) of every open window; entries of merged sessions go stale.
         self.heap: list[tuple[int, str, int]] = []
-        self.touched: set[str] = set()
-        self.stored: set[str] = set()
+        # Keys whose open windows changed since the last write (shared by every window of a handler).
+        self.touched: set[str] = set() if touched is None else touched
         self.late = 0
         self.closed = 0
 
@@ -183,7 +191,7 @@ class WindowState:
 
     def add(self, key: str, ts: int, fields: dict[str, Any], watermark: int) -> None:
         """Count one event of an owned key; `watermark` is this window's before the event."""
-        values = [agg.contribution(fields) for agg in self.aggregates]
+        values = [contribution(fields) for contribution in self.contributions]
         if self.session:
             self._add_session(key, ts, values, watermark)
             return
@@ -208,10 +216,26 @@ class WindowState:
         self.touched.add(key)
 
     def _fold(self, slot: _Slot, values: list[Any]) -> None:
+        # Inlined _Aggregate.fold: this runs once per event and window it falls in.
         accs = slot.accs
-        for i, value in enumerate(values):
-            if value is not _SKIP:
-                accs[i] = self.aggregates[i].fold(accs[i], value)
+        for i, code in self.codes:
+            value = values[i]
+            if value is _SKIP:
+                continue
+            if code == _ADD:
+                accs[i] += value
+            elif code == _MIN:
+                if accs[i] is None or value < accs[i]:
+                    accs[i] = value
+            elif code == _MAX:
+                if accs[i] is None or value > accs[i]:
+                    accs[i] = value
+            elif code == _AVG:
+                acc = accs[i]
+                acc[0] += 1
+                acc[1] += value
+            else:
+                accs[i].add(value)
 
     def _add_session(self, key: str, ts: int, values: list[Any], watermark: int) -> None:
         gap = self.gap
@@ -238,7 +262,9 @@ class WindowState:
 
     def close(self, watermark: int) -> list[ClosedWindow]:
         """Close every window the watermark has reached; their rows, in close order."""
-        heap, rows, gap = self.heap, [], self.gap
+        heap, rows, gap, name = self.heap, [], self.gap, self.spec.name
+        # count, sum, min and max show their accumulator as it is.
+        plain = all(agg.fn in ("count", "sum", "min", "max") for agg in self.aggregates)
         while heap and heap[0][0] <= watermark:
             close_at, key, start = heapq.heappop(heap)
             slots = self.keys.get(key)
@@ -248,43 +274,30 @@ class WindowState:
             del slots[start]  # type: ignore[union-attr]
             if not slots:
                 del self.keys[key]
-            rows.append(ClosedWindow(self.spec.name, key, slot.start, slot.end,
-                                     tuple(agg.result(acc, slot.start, slot.end)
-                                           for agg, acc in zip(self.aggregates, slot.accs))))
+            values = tuple(slot.accs) if plain else tuple(agg.result(acc, slot.start, slot.end)
+                                                          for agg, acc in zip(self.aggregates, slot.accs))
+            rows.append(ClosedWindow(name, key, slot.start, slot.end, values))
             self.touched.add(key)
         self.closed += len(rows)
         return rows
 
     # --- persistence ----------------------------------------------------------------------
 
-    def changes(self) -> tuple[list[str], list[tuple[str, str]]]:
-        """Since the last call: keys whose stored row to delete, and (key, state) rows to insert."""
-        deletes, inserts = [], []
-        for key in sorted(self.touched):
-            if key in self.stored:
-                deletes.append(key)
-                self.stored.discard(key)
-            slots = self.keys.get(key)
-            if slots:
-                inserts.append((key, self.dump(slots)))
-                self.stored.add(key)
-            else:
-                self.keys.pop(key, None)
-        self.touched = set()
-        return deletes, inserts
+    def dump(self, key: str) -> list[Any] | None:
+        """A key's open windows as stored: [[start, end, [accumulators]], ...], or None when it has none."""
+        slots = self.keys.get(key)
+        if not slots:
+            self.keys.pop(key, None)
+            return None
+        return [[slot.start, slot.end, [agg.dump(acc) for agg, acc in zip(self.aggregates, slot.accs)]]
+                for _, slot in sorted(slots.items())]
 
-    def dump(self, slots: dict[int, _Slot]) -> str:
-        """A key's open windows as stored: [[start, end, [accumulators]], ...] (JSON reading back the same)."""
-        return json.dumps([[slot.start, slot.end, [agg.dump(acc) for agg, acc in zip(self.aggregates, slot.accs)]]
-                           for _, slot in sorted(slots.items())], separators=(",", ":"))
-
-    def load(self, key: str, state: str) -> None:
+    def load(self, key: str, stored: list[Any]) -> None:
         """Restore one key's open windows as stored."""
         slots = self.keys[key] = {}
-        for start, end, accs in json.loads(state):
+        for start, end, accs in stored:
             slots[start] = _Slot(start, end, [agg.load(value) for agg, value in zip(self.aggregates, accs)])
             heapq.heappush(self.heap, (end + self.gap if self.session else end, key, start))
-        self.stored.add(key)
 
     def open_count(self) -> int:
         """How many windows are open."""
@@ -295,7 +308,9 @@ class Windows:
     """Every declared window over the events of the keys one handler owns, with the streams' watermarks."""
 
     def __init__(self, specs: Sequence[WindowSpec], owns: Callable[[str], bool] = lambda key: True):
-        self.states = {spec.name: WindowState(spec) for spec in specs}
+        self.touched: set[str] = set()
+        self.stored: set[str] = set()
+        self.states = {spec.name: WindowState(spec, self.touched) for spec in specs}
         self.by_stream: dict[str, list[WindowState]] = {}
         for state in self.states.values():
             self.by_stream.setdefault(state.spec.stream, []).append(state)
@@ -335,13 +350,36 @@ class Windows:
         rows.sort(key=lambda r: (r.window, r.end_ms, r.key, r.start_ms))
         return rows
 
+    def changes(self) -> tuple[list[str], list[tuple[str, str]]]:
+        """Since the last call: keys whose stored row to delete (no window open any more), and (key, state) to write.
+
+        A key's state is JSON {window: [[start, end, [accumulators]], ...]} that reads back to the same values.
+        """
+        deletes, writes = [], []
+        for key in sorted(self.touched):
+            state = {}
+            for name, window in self.states.items():
+                dumped = window.dump(key)
+                if dumped is not None:
+                    state[name] = dumped
+            if state:
+                writes.append((key, _dumps(state)))
+                self.stored.add(key)
+            elif key in self.stored:
+                deletes.append(key)
+                self.stored.discard(key)
+        self.touched.clear()
+        return deletes, writes
+
     def load(self, max_ts: dict[str, int], counters: dict[str, tuple[int, int]],
-             open_rows: Iterable[tuple[str, str, str]]) -> None:
-        """Restore the state a store kept: watermarks, (late, closed) per window, open windows."""
+             open_rows: Iterable[tuple[str, str]]) -> None:
+        """Restore the state a store kept: watermarks, (late, closed) per window, each key's open windows."""
         self.max_ts = dict(max_ts)
         for name, (late, closed) in counters.items():
             if name in self.states:
                 self.states[name].late, self.states[name].closed = late, closed
-        for name, key, state in open_rows:
-            if name in self.states:
-                self.states[name].load(key, state)
+        for key, state in open_rows:
+            for name, stored in orjson.loads(state).items():
+                if name in self.states:
+                    self.states[name].load(key, stored)
+            self.stored.add(key)

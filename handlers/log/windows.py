@@ -73,7 +73,8 @@ class WindowHandler(Handler):
     """Projects raw events into the declared windows, for the keys of one shard."""
 
     event_type = "raw"
-    batch_size = 5000
+    # Larger batches touch each key fewer times per event: fewer open-window rows to rewrite.
+    batch_size = 20000
 
     def __init__(self, specs: Sequence[WindowSpec], *, shard: int = 0, shards: int = 1,
                  sinks: Sequence[WindowSink] = ()):
@@ -115,15 +116,11 @@ class WindowHandler(Handler):
         for row in events:
             windows.add(raw_of(row))
         closed = windows.close()
-        deletes: dict[str, list[str]] = {}
-        inserts: dict[str, list[tuple[str, str]]] = {}
-        for name, state in windows.states.items():
-            deletes[name], inserts[name] = state.changes()
-        rows = [{"window": r.window, "key": r.key, "start_ms": r.start_ms, "end_ms": r.end_ms, "handler": self.name,
-                 "aggregates": compact_json(list(r.values))} for r in closed]
+        deletes, writes = windows.changes()
+        rows = [(r.window, r.end_ms, r.key, r.start_ms, self.name, compact_json(r.values)) for r in closed]
         counters = {name: (state.late, state.closed) for name, state in windows.states.items()}
         token = secrets.randbits(62)
-        store.save(conn, self.name, token, windows.max_ts, counters, deletes, inserts, rows)  # type: ignore[arg-type]
+        store.save(conn, self.name, token, windows.max_ts, counters, deletes, writes, rows)  # type: ignore[arg-type]
         self._token = token
         self._pending = (events[-1].position, closed) if events else None
 

@@ -32,7 +32,6 @@ def upgrade() -> None:
     op.create_table(
         "window_open",
         sa.Column("handler", sa.String(64), primary_key=True),
-        sa.Column("window", sa.String(64), primary_key=True),
         sa.Column("key", sa.String(128), primary_key=True),
         sa.Column("state", LongText, nullable=False),
         **MYSQL,
@@ -40,20 +39,18 @@ def upgrade() -> None:
     op.create_table(
         "window_rows",
         sa.Column("window", sa.String(64), primary_key=True),
+        sa.Column("end_ms", sa.BigInteger, primary_key=True, autoincrement=False),
         sa.Column("key", sa.String(128), primary_key=True),
         sa.Column("start_ms", sa.BigInteger, primary_key=True, autoincrement=False),
-        sa.Column("end_ms", sa.BigInteger, nullable=False),
         sa.Column("handler", sa.String(64), nullable=False),
         sa.Column("aggregates", LongText, nullable=False),
         **MYSQL,
     )
-    op.create_index("ix_window_rows_window_end", "window_rows", ["window", "end_ms", "key", "start_ms"])
-    op.create_index("ix_window_rows_handler", "window_rows", ["handler"])
+    op.create_index("ix_window_rows_key", "window_rows", ["window", "key", "start_ms"])
 
 
 def downgrade() -> None:
-    op.drop_index("ix_window_rows_handler", table_name="window_rows")
-    op.drop_index("ix_window_rows_window_end", table_name="window_rows")
+    op.drop_index("ix_window_rows_key", table_name="window_rows")
     op.drop_table("window_rows")
     op.drop_table("window_open")
     op.drop_table("window_shards")
