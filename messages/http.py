@@ -2,9 +2,9 @@
 through these models and the OpenAPI document is generated from them."""
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from modelbus.messages.schemas import (
     Answer,
@@ -16,6 +16,7 @@ from modelbus.messages.schemas import (
     RequestId,
     StreamKey,
     Version,
+    matching,
 )
 from modelbus.messages.text import INT64_MAX
 from modelbus.messages.types import COMMANDS
@@ -53,8 +54,9 @@ class WindowQuery(Query):
     """A page of a window's closed rows, ordered by end, key and start."""
 
     key: Optional[StreamKey] = Field(None, description="Only this key's windows.")
-    after: Optional[str] = Field(None, min_length=1, max_length=200, pattern=WINDOW_CURSOR,
-                                 description="Return rows after this cursor: `next` of the previous page.")
+    after: Optional[Annotated[str, StringConstraints(min_length=1, max_length=200), matching(
+        WINDOW_CURSOR, "query parameter 'after' must be the `next` of a previous page, got '{value}'")]] = Field(
+        None, description="Return rows after this cursor: `next` of the previous page.")
     limit: int = Field(DEFAULT_PAGE, ge=1, le=MAX_PAGE, description="Page size.")
 
 
