@@ -86,7 +86,8 @@ def kafka_transport(config: KafkaConfig):
 def all_topics(config: KafkaConfig) -> list[str]:
     """Every topic modelbus uses."""
     t = config.topics
-    return [t.events, t.prediction_requests, t.prediction_responses, t.errors, t.model_updates, t.build_outcomes]
+    return [t.events, t.prediction_requests, t.prediction_responses, t.errors, t.model_updates, t.build_outcomes,
+            t.windows]
 
 
 def _create(client, config: KafkaConfig, names: list[str], partitions: int) -> list[str]:

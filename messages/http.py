@@ -45,7 +45,7 @@ class EventQuery(PageQuery):
     """Filters of GET /api/events."""
 
     type: Optional[Literal["training", "command", "raw"]] = Field(None, description="Only events of this type.")
-    name: Optional[Literal[("training", "raw", *COMMANDS)]] = Field(  # type: ignore[valid-type]
+    name: Optional[Literal[("training", *COMMANDS, "raw")]] = Field(  # type: ignore[valid-type]
         None, description="Only events of this name (a command's payload, training or raw).")
     dataset: Optional[Dataset] = Field(None, description="Only events of this dataset (a raw event's stream).")
 

@@ -9,7 +9,7 @@ import pytest
 
 from modelbus.commands.kafka import KafkaConfig
 from modelbus.commands.kafka import admin
-from modelbus.messages.types import Command, Training
+from modelbus.messages.types import Command, Raw, Training
 from modelbus.messages.parse import parse_event, parse_request
 from modelbus.cron.schedule import plan
 from modelbus.settings import Topics, load_settings
@@ -35,6 +35,9 @@ def test_every_example_message_parses(path):
         assert request.model == "mlp" and request.features == (3.0, 4.0, 5.0)
         return
     event = parse_event(raw)
+    if path.name.startswith("raw"):
+        assert isinstance(event, Raw) and event.ts_ms == 1795428003000 and event.fields
+        return
     assert isinstance(event, (Training, Command))
     if isinstance(event, Training):
         assert event.features == (3.0, 4.0, 5.0) and event.label == 6.0
@@ -55,6 +58,16 @@ def test_the_seed_schedule_example_loads_and_validates(monkeypatch, tmp_path):
         ("nightly-mlp", "45 1 * * *", "build_mlp"),
     ]
     assert planned[2].job.params == {"hidden": [32, 32], "epochs": 300, "lr": 0.01, "seed": 6, "split": 0.65}
+
+
+@pytest.mark.parametrize("name, windows", [
+    ("windows_bots.toml", [("views_10m", "hopping", ["main_page_views", "listing_views", "product_views", "gallery_views"])]),
+    ("windows_sessions.toml", [("sessions_15m", "session", ["activities", "duration", "courses"])]),
+])
+def test_the_seed_window_examples_load(monkeypatch, tmp_path, name, windows):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MODELBUS_CONFIG", str(MESSAGES / name))
+    assert [(w.name, w.kind, w.columns) for w in load_settings().windows] == windows
 
 
 def test_create_topics_script_against_the_local_broker(kafka_bootstrap, topics):
