@@ -2,27 +2,30 @@
 
     python -m bench windows            # 100,000 raw events over 10,000 keys (MODELBUS_BENCH_RAW_EVENTS, _KEYS)
 
-Ingest: the raw events parsed and appended to the log in batches of 2000, as the ingest worker
-does after polling (Kafka left out, so this is an upper bound of ingest's rate). Projection: one
+Ingest: the raw events produced to a throw-away Tansu broker, then `modelbus worker --no-handlers`
+stores them in the log (timed as bench.ingest times it, from the first stored batch). Projection: one
 follower runs the window handler over the whole log, with a tumbling (10m), a hopping (10m every
 2m) and a session (15m gap) window of three aggregates each configured; it commits open windows,
-closed rows and its position per batch. Events are spread over one hour of event time, in order
-up to 30 s (grace 1m), so nothing is late. The ratio projection/ingest must be at least 1.
+closed rows and its position per batch; then again with the keys split into 2 shards, one
+process each (how it scales out). Events are spread over one hour of event time, in order up to
+30 s (grace 1m), and keyed by stream like the publisher's, so they stay in order on one partition
+and nothing is late. The ratio projection/ingest must be at least 1.
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
 import random
 import time
 import uuid
+from typing import Any
 
-from sqlalchemy import create_engine, func, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import func, select
 
 EVENTS = int(os.environ.get("MODELBUS_BENCH_RAW_EVENTS", "100000"))
 KEYS = int(os.environ.get("MODELBUS_BENCH_KEYS", "10000"))
+SHARDS = int(os.environ.get("MODELBUS_BENCH_WINDOW_SHARDS", "2"))
 SPAN_MS = 3_600_000
-DEFAULT_MYSQL = "mysql+pymysql://root@127.0.0.1:3306/test"
 PAGES = ("main_page", "products_listing", "product_page", "product_gallery")
 
 
@@ -54,46 +57,97 @@ def raw_events(n: int = EVENTS, keys: int = KEYS, seed: int = 13) -> list[dict]:
     return out
 
 
-def main() -> None:
-    """Measure ingest and the window projection on a throw-away MySQL database; print both and the ratio."""
+def produce_keyed(bootstrap: str, topic: str, values: list[bytes]) -> None:
+    """Send the events keyed by their stream, as modelbus's publisher does: one partition keeps their order."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, batch_size=64 * 1024)
+    for value in values:
+        producer.send(topic, value=value, key=b"pageviews")
+    producer.flush()
+    producer.close()
+
+
+def _run_shard(url: str, shards: int, shard: int, start: Any, done: Any) -> None:
+    """One process following one shard's window handler to the head (started together by `start`)."""
     from modelbus.app import App
+    from modelbus.handlers.follow.follower import Follower
+    from modelbus.settings import Settings
+
+    app = App(Settings(database_url=url, windows=window_specs(), window_shards=shards, window_shard_ids=[shard]))
+    [handler] = app.window_handlers(sinks=[])
+    follower = Follower(app.store, handler)
+    start.wait()
+    follower.catch_up()
+    follower.release()
+    done.put(time.perf_counter())
+    app.close()
+
+
+def run_shards(url: str, shards: int) -> float:
+    """Seconds for `shards` processes, one shard each, to project the whole log."""
+    context = multiprocessing.get_context("spawn")
+    start, done = context.Event(), context.Queue()
+    processes = [context.Process(target=_run_shard, args=(url, shards, shard, start, done)) for shard in range(shards)]
+    for process in processes:
+        process.start()
+    time.sleep(3)  # every process imported modelbus and opened its database
+    began = time.perf_counter()
+    start.set()
+    finished = [done.get(timeout=600) for _ in processes]
+    for process in processes:
+        process.join()
+    return max(finished) - began
+
+
+def main() -> None:
+    """Ingest the raw events from Tansu, project them, in one and in SHARDS processes; print the rates and ratios."""
+    import orjson
+
+    from bench.ingest import PARTITIONS, services, worker_subprocess
+    from modelbus.app import App
+    from modelbus.commands.kafka import Topics, create_topics
+    from modelbus.db import windows as window_store
     from modelbus.db.schema import window_rows
     from modelbus.handlers.follow.follower import Follower
     from modelbus.settings import Settings
 
-    server = make_url(os.environ.get("MODELBUS_BENCH_MYSQL_URL") or os.environ.get("MODELBUS_TEST_MYSQL_URL")
-                      or DEFAULT_MYSQL)
-    name = f"modelbus_bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"))
-    try:
-        url = server.set(database=name).render_as_string(hide_password=False)
+    events = raw_events()
+    with services() as (bootstrap, url):
+        tag = uuid.uuid4().hex[:8]
+        settings = Settings(database_url=url, kafka_bootstrap=bootstrap, windows=window_specs(),
+                            topics=Topics(events=f"bench-raw-{tag}", errors=f"bench-errors-{tag}"),
+                            ingest_group=f"bench-windows-{tag}", kafka_session_timeout_ms=6000, kafka_heartbeat_ms=1000)
+        create_topics(settings.kafka, PARTITIONS, [settings.topics.events, settings.topics.errors])
+        produce_keyed(bootstrap, settings.topics.events, [orjson.dumps(event) for event in events])
+        ingest_rate, _cpu = worker_subprocess(settings, len(events))
+
         app = App(Settings(database_url=url, windows=window_specs()))
-        events = raw_events()
-        batch = app.settings.ingest_batch
-        started = time.perf_counter()
-        for i in range(0, len(events), batch):
-            app.publisher.post(events[i:i + batch], "cli")
-        ingest_seconds = time.perf_counter() - started
         [handler] = app.window_handlers(sinks=[])
         follower = Follower(app.store, handler)
         started = time.perf_counter()
         follower.catch_up()
         project_seconds = time.perf_counter() - started
+        follower.release()
         with app.engine.connect() as conn:
             closed = conn.execute(select(func.count()).select_from(window_rows)).scalar_one()
-        ingest_rate, project_rate = len(events) / ingest_seconds, len(events) / project_seconds
-        print(f"{len(events)} raw events over {KEYS} keys, 3 windows (tumbling, hopping, session)")
-        print(f"ingest (parse + append, batches of {batch}): {ingest_seconds:.1f}s, {ingest_rate:,.0f} events/s")
-        print(f"window projection (batches of {handler.batch_size}): {project_seconds:.1f}s, "
-              f"{project_rate:,.0f} events/s, {closed:,} windows closed")
-        print(f"projection/ingest: {project_rate / ingest_rate:.2f}")
+        late = sum(window_store.late_counts(app.engine).values())
+        with app.engine.begin() as conn:
+            handler.reset(conn)
+        sharded_seconds = run_shards(url, SHARDS)
+        with app.engine.connect() as conn:
+            again = conn.execute(select(func.count()).select_from(window_rows)).scalar_one()
+        assert again == closed, f"{SHARDS} shards closed {again} windows, one handler {closed}"
         app.close()
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
-        admin.dispose()
+    project_rate, sharded_rate = len(events) / project_seconds, len(events) / sharded_seconds
+    print(f"windows: {len(events):,} raw events over {KEYS:,} keys, a tumbling, a hopping and a session window")
+    print(f"  ingest     modelbus worker, Tansu -> MySQL      {ingest_rate:>9,.0f} events/s")
+    print(f"  projection one process (batches of {handler.batch_size})   {project_rate:>9,.0f} events/s "
+          f"({project_seconds:.1f} s, {closed:,} windows closed, {late} late events)")
+    print(f"  projection {SHARDS} shards, {SHARDS} processes              {sharded_rate:>9,.0f} events/s "
+          f"({sharded_seconds:.1f} s)")
+    print(f"  projection/ingest = {project_rate / ingest_rate:.2f} (one process), "
+          f"{sharded_rate / ingest_rate:.2f} ({SHARDS} processes)", flush=True)
 
 
 if __name__ == "__main__":

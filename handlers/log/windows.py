@@ -36,7 +36,7 @@ class WindowSink(Protocol):
     """Told about closed windows once they are committed (window_topic, a model that predicts them)."""
 
     def closed(self, rows: Sequence[ClosedWindow]) -> None:
-        """Handle the windows one batch closed, ordered by window, end, key and start."""
+        """Handle the windows one batch closed: by window (in declared order), then end, key and start."""
 
 
 def shard_of(key: str, shards: int) -> int:
@@ -67,6 +67,14 @@ def iso_ms(ms: int) -> str:
     """Epoch milliseconds as ISO 8601 UTC with milliseconds."""
     moment = _EPOCH + timedelta(milliseconds=ms)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def values_json(values: tuple[Any, ...]) -> str:
+    """A closed window's aggregates as stored: a JSON array (orjson; compact_json for what it cannot write)."""
+    try:
+        return orjson.dumps(values).decode()
+    except TypeError:  # an integer beyond 64 bits
+        return compact_json(list(values))
 
 
 class WindowHandler(Handler):
@@ -117,7 +125,7 @@ class WindowHandler(Handler):
             windows.add(raw_of(row))
         closed = windows.close()
         deletes, writes = windows.changes()
-        rows = [(r.window, r.end_ms, r.key, r.start_ms, self.name, compact_json(r.values)) for r in closed]
+        rows = [(r.window, r.end_ms, r.key, r.start_ms, self.name, values_json(r.values)) for r in closed]
         counters = {name: (state.late, state.closed) for name, state in windows.states.items()}
         token = secrets.randbits(62)
         store.save(conn, self.name, token, windows.max_ts, counters, deletes, writes, rows)  # type: ignore[arg-type]
