@@ -8,6 +8,7 @@ from flask import current_app
 
 from modelbus.commands.publish import EventPublisher
 from modelbus.db.events import EventStore
+from modelbus.messages.datasets import InputSchema
 from modelbus.messages.windows import WindowSpec
 
 # A list body (many events or many predictions) may hold this many messages' worth of bytes.
@@ -24,6 +25,11 @@ class ApiConfig:
     api_token: str | None = None
     kafka_mode: bool = False
     labels: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # Live metrics and drift over the last this many joined feedbacks / recorded predictions.
+    live_window: int = 500
+    # Values (features plus label) of each declared dataset, and the typed fields of those that declare them.
+    widths: Mapping[str, int] = field(default_factory=dict)
+    typed: Mapping[str, InputSchema] = field(default_factory=dict)
     windows: Sequence[WindowSpec] = ()
 
 

@@ -6,7 +6,7 @@ from typing import Any
 from modelbus.api.views import dead_letter_json, iso
 from modelbus.db import failures, positions, registry
 from modelbus.db.events import EventStore, utcnow
-from modelbus.messages.types import BUILD_COMMANDS
+from modelbus.messages.types import BUILD_COMMANDS, MAIN_METRICS
 
 # The handler whose position says which build commands are still waiting.
 BUILDS_HANDLER = "builds"
@@ -64,7 +64,7 @@ def model_histories(engine: Any, model: str | None = None, dataset: str | None =
     for mv in registry.list_versions(engine, model, dataset):
         entry = grouped.setdefault((mv.model, mv.dataset), {
             "model": mv.model, "dataset": mv.dataset, "production": production.get((mv.model, mv.dataset)),
-            "metric": "accuracy" if mv.model == "mlp" else "r2", "versions": [], "promotions": []})
+            "metric": MAIN_METRICS[mv.model], "versions": [], "promotions": []})
         entry["versions"].append({"version": mv.version, "main_metric": mv.main_metric, "created_at": iso(mv.created_at),
                                   "n_events": mv.n_events, "build_position": mv.build_position})
     # Every promote command ever recorded; the history of one model is rarely long.

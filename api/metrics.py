@@ -23,9 +23,10 @@ KAFKA_LAG_TTL = 5.0
 class StoreCollector:
     """Reads the log, handler positions, registry and (in Kafka mode) ingest lag at scrape time."""
 
-    def __init__(self, store: Any, kafka_lag: Callable[[], int | None] | None = None):
+    def __init__(self, store: Any, kafka_lag: Callable[[], int | None] | None = None, live_window: int = 500):
         self.store = store
         self.kafka_lag = kafka_lag
+        self.live_window = live_window
 
     def collect(self):
         """Metric families computed now; a failing source is skipped, never a failed scrape."""
@@ -57,6 +58,12 @@ class StoreCollector:
             pass
         except Exception:
             log.exception("metrics: reading the registry failed")
+        try:
+            yield from self._live_metrics()
+        except DatabaseUnavailable:
+            pass
+        except Exception:
+            log.exception("metrics: reading live metrics failed")
         if self.kafka_lag is not None:
             value = self.kafka_lag()
             if value is not None:
@@ -82,6 +89,46 @@ class StoreCollector:
         for model, status, count in rows:
             family.add_metric([model, status], count)
         yield family
+
+
+    def _live_metrics(self):
+        from modelbus.db import alerts, feedback, registry
+        from modelbus.handlers.serving.live import live_view
+
+        engine = self.store.engine
+        labels = ["model", "dataset", "version"]
+        count = GaugeMetricFamily("modelbus_live_feedback", "Feedback joined with a version's predictions.", labels=labels)
+        accuracy = GaugeMetricFamily("modelbus_live_accuracy", "Share of a classifier's joined answers that were right.",
+                                     labels=labels)
+        mae = GaugeMetricFamily("modelbus_live_mae", "Mean absolute error of a regression's joined answers.", labels=labels)
+        rmse = GaugeMetricFamily("modelbus_live_rmse", "Root mean squared error of a regression's joined answers.",
+                                 labels=labels)
+        drift = GaugeMetricFamily("modelbus_drift_psi", "PSI of recent inputs against the training rows, per feature.",
+                                  labels=[*labels, "feature"])
+        production = registry.aliases(engine)
+        wanted = set(feedback.versions_with_feedback(engine)) | {(m, d, v) for (m, d), v in production.items()}
+        versions = {(mv.model, mv.dataset, mv.version): mv for mv in registry.list_versions(engine)}
+        for key in sorted(wanted):
+            mv = versions.get(key)
+            if mv is None:
+                continue
+            view = live_view(engine, mv, self.live_window)
+            names = [key[0], key[1], str(key[2])]
+            count.add_metric(names, view["feedback_count"])
+            for family, metric in ((accuracy, "accuracy"), (mae, "mae"), (rmse, "rmse")):
+                if view.get(metric) is not None:
+                    family.add_metric(names, view[metric])
+            for feature, psi in (view.get("drift") or {}).items():
+                drift.add_metric([*names, feature], psi)
+        yield from (count, accuracy, mae, rmse, drift)
+        statuses = GaugeMetricFamily("modelbus_feedback", "Feedback events by what became of them.", labels=["status"])
+        for status, n in feedback.status_counts(engine).items():
+            statuses.add_metric([status], n)
+        yield statuses
+        fired = GaugeMetricFamily("modelbus_alerts", "Alerts raised, by rule.", labels=["rule"])
+        for rule, n in alerts.counts(engine).items():
+            fired.add_metric([rule], n)
+        yield fired
 
 
 class KafkaIngestLag:
@@ -115,7 +162,7 @@ class KafkaIngestLag:
 class Metrics:
     """The counters and histograms the API updates, and the text it serves on /metrics."""
 
-    def __init__(self, store: Any = None, kafka_lag: Callable[[], int | None] | None = None):
+    def __init__(self, store: Any = None, kafka_lag: Callable[[], int | None] | None = None, live_window: int = 500):
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("modelbus_http_requests", "HTTP requests answered.", ["method", "route", "status"], registry=r)
@@ -132,9 +179,24 @@ class Metrics:
         self.swaps = Counter("modelbus_model_swaps", "Production models loaded or replaced in this process.", registry=r)
         self.events = Counter("modelbus_events_posted", "Events posted over HTTP, by outcome.", ["status"], registry=r)
         self.builds_requested = Counter("modelbus_builds_requested", "Build commands queued over HTTP.", ["model"], registry=r)
+        self.unknown_categories = Counter(
+            "modelbus_unknown_category", "Category values a model never saw in training, answered as unknown.",
+            ["model", "dataset", "feature"], registry=r)
         self.serving = Gauge("modelbus_serving_version", "Production version this process serves.", ["model", "dataset"], registry=r)
         if store is not None:
-            r.register(StoreCollector(store, kafka_lag))
+            r.register(StoreCollector(store, kafka_lag, live_window))
+
+    def watch_recorder(self, recorder: Any) -> None:
+        """Expose a PredictionRecorder's counts (recorded, dropped, waiting)."""
+        for name, doc, read in (
+            ("modelbus_predictions_recorded", "Predictions this process wrote to the predictions table.",
+             lambda: recorder.recorded),
+            ("modelbus_predictions_unrecorded", "Predictions this process dropped unrecorded (a database refusing "
+                                                "them, or a backlog past its limit).", lambda: recorder.dropped),
+            ("modelbus_predictions_recording_backlog", "Answered predictions waiting to be written.",
+             lambda: recorder.backlog),
+        ):
+            Gauge(name, doc, registry=self.registry).set_function(read)
 
     def count_answers(self, answers: list[dict], default_model: str = "") -> None:
         """Count predictions by outcome."""
@@ -145,6 +207,10 @@ class Metrics:
                 answer.get("dataset", ""),
                 error["code"] if error else "ok",
             ).inc()
+
+    def count_unknown(self, model: str, dataset: str, feature: str, count: int) -> None:
+        """Count category values a model never saw (predict_batch's on_unknown)."""
+        self.unknown_categories.labels(model, dataset, feature).inc(count)
 
     def on_swap(self, old: Any, new: Any) -> None:
         """A production model was (re)loaded."""

@@ -12,6 +12,7 @@ from modelbus.api.schemas import names as schema_names
 from modelbus.messages import http
 from modelbus.messages.schemas import (
     DATASET_PATTERN,
+    Dataset,
     ErrorAnswer,
     Event,
     ModelKind,
@@ -157,6 +158,18 @@ def openapi_document(token_required: bool = False) -> dict[str, Any]:
             "parameters": c.query(http.PageQuery),
             "responses": {"200": c.json(http.ErrorPage, "A page of dead letters"), **c.errors(400, 503)},
         }},
+        "/api/alerts": {"get": {
+            "summary": "Alerts raised by the rules in settings, newest first",
+            "tags": ["monitoring"],
+            "parameters": c.query(http.AlertQuery),
+            "responses": {"200": c.json(http.AlertPage, "A page of alerts"), **c.errors(400, 503)},
+        }},
+        "/api/feedback": {"get": {
+            "summary": "Feedback events and what became of each (joined, pending, unmatched, duplicate, invalid)",
+            "tags": ["monitoring"],
+            "parameters": c.query(http.FeedbackQuery),
+            "responses": {"200": c.json(http.FeedbackPage, "A page of feedback"), **c.errors(400, 503)},
+        }},
         "/api/models": {"get": {
             "summary": "Every model and dataset with its production version",
             "tags": ["models"],
@@ -167,6 +180,12 @@ def openapi_document(token_required: bool = False) -> dict[str, Any]:
             "tags": ["models"],
             "parameters": [model_param, *c.query(http.ModelQuery)],
             "responses": {"200": c.json(http.ModelDetail, "The model"), **c.errors(400, 404, 503)},
+        }},
+        "/api/datasets/{name}/schema": {"get": {
+            "summary": "A dataset's typed fields and the JSON Schemas of its training and prediction payloads",
+            "tags": ["models"],
+            "parameters": [_path("name", "Dataset name.", TypeAdapter(Dataset).json_schema())],
+            "responses": {"200": c.json(http.DatasetSchemaView, "The dataset's payloads"), **c.errors(404, 503)},
         }},
         "/api/schemas": {"get": {
             "summary": "The names of the messages whose JSON Schema /api/schemas/{name} serves",

@@ -20,12 +20,14 @@ class Serving:
     """The model cache and the shared micro-batcher of one API process."""
 
     def __init__(self, registry: Any, *, predict_batch: int = 256, labels: Mapping[str, Mapping[str, str]] | None = None,
-                 metrics: Any = None, reload_targets: ReloadTargets | None = None):
+                 metrics: Any = None, reload_targets: ReloadTargets | None = None, recorder: Any = None):
         self.registry = registry
         self.metrics = metrics
         self.cache = ModelCache(registry, on_swap=metrics.on_swap if metrics else None)
         self.labels = dict(labels or {})
         self._reload_targets = reload_targets
+        # handlers.serving.record.PredictionRecorder, or None when predictions are not recorded.
+        self.recorder = recorder
         # No added wait: concurrent HTTP requests queue while a batch runs and share the
         # next one, so batches grow with the load without slowing a lone request.
         self.batcher = MicroBatcher(self._run, max_batch=predict_batch, max_wait=0.0)
@@ -34,7 +36,11 @@ class Serving:
     def _run(self, items: list[Item]) -> list[dict[str, Any]]:
         if self.metrics is not None:
             self.metrics.batch_size.observe(len(items))
-        return predict_batch(self.cache, items, labels=self.labels)
+        answers = predict_batch(self.cache, items, labels=self.labels,
+                                on_unknown=self.metrics.count_unknown if self.metrics is not None else None)
+        if self.recorder is not None:
+            self.recorder.record(items, answers)
+        return answers
 
     def predict(self, items: list[Item]) -> list[dict[str, Any]]:
         """Answers for parsed items, through the shared batcher."""
@@ -59,6 +65,8 @@ class Serving:
             log.exception("loading the production models at start failed; they load on first use")
         for name, target in self._reload_targets(self.cache) if self._reload_targets else ():
             start(name, target)
+        if self.recorder is not None:
+            start("prediction-recorder", self.recorder.run)
 
     def close(self) -> None:
         """Stop the batcher thread."""

@@ -20,8 +20,9 @@ def promotion_json(row: dict[str, Any] | None) -> dict[str, Any] | None:
             "test_rows": row.get("test_rows")}
 
 
-def version_json(mv: Any, production: int | None, promotion: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A registry version as the API shows it (no artifact), with its promotion's decision."""
+def version_json(mv: Any, production: int | None, promotion: dict[str, Any] | None = None,
+                 live: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A registry version as the API shows it (no artifact), with its promotion's decision and live metrics."""
     return {
         "version": mv.version,
         "uuid": mv.uuid,
@@ -41,6 +42,9 @@ def version_json(mv: Any, production: int | None, promotion: dict[str, Any] | No
         "versions": getattr(mv, "versions", None),
         "created_at": iso(mv.created_at),
         "promotion": promotion_json(promotion),
+        "live": live,
+        "input_schema": (mv.metrics or {}).get("input_schema"),
+        "label_values": (mv.metrics or {}).get("label_values"),
     }
 
 

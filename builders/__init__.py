@@ -1,4 +1,4 @@
-"""How models are made: pure builders (mlp, slr, linear) behind one interface, with no I/O."""
+"""How models are made: pure builders (mlp, dtr, slr, linear) behind one interface, with no I/O."""
 from modelbus.builders.base import (
     KINDS,
     Builder,

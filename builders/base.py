@@ -13,12 +13,14 @@ from typing import Annotated, Any, Literal, Mapping, Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from modelbus.messages.datasets import InputSchema
 from modelbus.messages.jsonutil import canonical_json
 
-KINDS: tuple[str, ...] = ("linear", "mlp", "slr")
+KINDS: tuple[str, ...] = ("dtr", "linear", "mlp", "slr")
 
 # Imported on demand so a process that only serves linear models never loads torch.
-_MODULES = {"linear": "modelbus.builders.linear", "mlp": "modelbus.builders.mlp", "slr": "modelbus.builders.slr"}
+_MODULES = {"dtr": "modelbus.builders.dtr", "linear": "modelbus.builders.linear", "mlp": "modelbus.builders.mlp",
+            "slr": "modelbus.builders.slr"}
 
 
 class BuildError(Exception):
@@ -54,15 +56,21 @@ def library_versions() -> dict[str, str]:
 
 @dataclass(frozen=True)
 class TrainingData:
-    """Features, labels and the log positions of the events they came from."""
+    """Features, labels and the log positions of the events they came from.
+
+    With a `schema` (a dataset of typed fields) X and y hold the typed values (a category as
+    its string, in an object array); builders.encoding turns them into numbers for a fit.
+    """
 
     X: np.ndarray
     y: np.ndarray
     keys: np.ndarray
+    schema: InputSchema | None = None
 
     def __post_init__(self) -> None:
-        X = np.ascontiguousarray(self.X, dtype=np.float64)
-        y = np.ascontiguousarray(self.y, dtype=np.float64)
+        typed = self.schema is not None and not self.schema.numeric
+        X = np.ascontiguousarray(self.X, dtype=object if typed else np.float64)
+        y = np.ascontiguousarray(self.y, dtype=object if typed and self.schema.category_label else np.float64)
         keys = np.ascontiguousarray(self.keys, dtype=np.int64)
         if X.ndim != 2:
             raise ValueError(f"X must be 2-dimensional, got shape {X.shape}")
@@ -95,7 +103,7 @@ class TrainingData:
 
     def take(self, idx: np.ndarray) -> TrainingData:
         """The subset of rows at idx."""
-        return TrainingData(X=self.X[idx], y=self.y[idx], keys=self.keys[idx])
+        return TrainingData(X=self.X[idx], y=self.y[idx], keys=self.keys[idx], schema=self.schema)
 
 
 class Model(abc.ABC):
@@ -181,10 +189,19 @@ class Builder(abc.ABC):
 
 
 def get_builder(kind: str) -> Builder:
-    """The builder for a model kind, or BuildError listing the known kinds."""
+    """The builder for a model kind (taking typed datasets too: builders.encoding), or BuildError listing the known kinds."""
     if kind not in _MODULES:
         raise BuildError(f"unknown model kind {kind!r} (known: {', '.join(KINDS)})")
-    return importlib.import_module(_MODULES[kind]).BUILDER
+    from modelbus.builders.encoding import TypedBuilder
+
+    inner = importlib.import_module(_MODULES[kind]).BUILDER
+    wrapped = _TYPED.get(kind)
+    if wrapped is None or wrapped.inner is not inner:
+        wrapped = _TYPED[kind] = TypedBuilder(inner)
+    return wrapped
+
+
+_TYPED: dict[str, Any] = {}
 
 
 # --- parameters -------------------------------------------------------------------------
@@ -253,6 +270,53 @@ def require_finite(data: TrainingData) -> None:
     """BuildError if any feature or label is NaN or infinite."""
     if not (np.isfinite(data.X).all() and np.isfinite(data.y).all()):
         raise BuildError("dataset contains NaN or infinite values")
+
+
+def max_abs(X: np.ndarray) -> np.ndarray:
+    """The largest magnitude in each column, 1 for an all-zero column: dividing by it cannot overflow."""
+    scale = np.abs(X).max(axis=0) if X.shape[0] else np.ones(X.shape[1])
+    return np.where(scale > 0, scale, 1.0)
+
+
+def column_stats(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and population std that never overflow to infinity.
+
+    Computed directly (so ordinary data gives the same bits as ever), and again on columns
+    divided by their largest magnitude when a sum of squares overflowed: one feature of 1e300
+    would otherwise get std inf, and every value of it would standardise to 0.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean, std = X.mean(axis=0), X.std(axis=0)
+    if np.isfinite(mean).all() and np.isfinite(std).all():
+        return mean, std
+    scale = max_abs(X)
+    scaled = X / scale
+    return scaled.mean(axis=0) * scale, scaled.std(axis=0) * scale
+
+
+def require_finite_fit(kind: str, what: str, *arrays: Any) -> None:
+    """BuildError if a fitted statistic, weight or coefficient is NaN or infinite: such a model must not be served."""
+    for array in arrays:
+        if not np.isfinite(np.asarray(array, dtype=np.float64)).all():
+            raise BuildError(f"{kind}: {what} are not finite numbers (NaN or infinity); the model is not kept")
+
+
+def require_finite_answers(kind: str, answers: np.ndarray, rows: TrainingData, side: str) -> None:
+    """BuildError if the model's answers (or logits) on some of its own train or test rows are NaN or infinite."""
+    answers = np.asarray(answers, dtype=np.float64)
+    bad = ~np.isfinite(answers.reshape(answers.shape[0], -1)).all(axis=1)
+    if bad.any():
+        largest = float(np.abs(rows.X[bad]).max())
+        raise BuildError(f"{kind}: the model's answers on {int(bad.sum())} of its {rows.n_rows} {side} rows are not "
+                         f"finite numbers (their features reach {largest:g}); the model is not kept")
+
+
+def require_finite_metrics(kind: str, metrics: Mapping[str, Any]) -> None:
+    """BuildError naming the metrics that overflowed (sums of squares of labels or answers beyond float64)."""
+    bad = [k for k, v in metrics.items() if isinstance(v, float) and not np.isfinite(v)]
+    if bad:
+        raise BuildError(f"{kind}: the metrics {', '.join(bad)} are not finite numbers (labels or answers too large "
+                         "for their sums of squares in float64); the model is not kept")
 
 
 def require_split_sizes(kind: str, n_rows: int, n_train: int, n_test: int, min_train: int, min_test: int,

@@ -26,6 +26,7 @@ def classification_metrics(classes: list[float], y_train: np.ndarray, y_test: np
     true_idx = np.searchsorted(classes, y_test)
     pred_idx = np.searchsorted(classes, predicted)
     labels = list(range(len(classes)))
+    train_counts = class_counts(y_train, classes)
     return {
         "accuracy": float(accuracy_score(true_idx, pred_idx)),
         # Macro over the classes present in the test truth or the predictions, as scikit-learn
@@ -34,17 +35,27 @@ def classification_metrics(classes: list[float], y_train: np.ndarray, y_test: np
         "log_loss": float(log_loss(true_idx, probabilities, labels=labels)),
         "confusion_matrix": confusion_matrix(true_idx, pred_idx, labels=labels).tolist(),
         "classes": [float(c) for c in classes],
-        "class_counts": {"train": class_counts(y_train, classes), "test": class_counts(y_test, classes)},
+        "class_counts": {"train": train_counts, "test": class_counts(y_test, classes)},
+        # Classes the model knows of (they are in the dataset) but never saw a train row of: the
+        # split put all their rows on the test side, so the model cannot have learned them.
+        "untrained_classes": [float(c) for c, n in zip(classes, train_counts) if n == 0],
         "train_size": int(y_train.size),
         "test_size": int(y_test.size),
     }
 
 
+def train_r2(y_train: np.ndarray, fitted: np.ndarray) -> float:
+    """R² on the rows a regression was fitted to (inf or NaN where a sum of squares overflows)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return float(r2_score(y_train, fitted))
+
+
 def regression_metrics(y_test: np.ndarray, predicted: np.ndarray) -> dict:
-    """R², RMSE and MAE on the test rows."""
-    return {
-        "r2": float(r2_score(y_test, predicted)),
-        "rmse": float(root_mean_squared_error(y_test, predicted)),
-        "mae": float(mean_absolute_error(y_test, predicted)),
-        "test_size": int(y_test.size),
-    }
+    """R², RMSE and MAE on the test rows (inf or NaN where a sum of squares overflows: the builders check)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return {
+            "r2": float(r2_score(y_test, predicted)),
+            "rmse": float(root_mean_squared_error(y_test, predicted)),
+            "mae": float(mean_absolute_error(y_test, predicted)),
+            "test_size": int(y_test.size),
+        }

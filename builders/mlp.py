@@ -32,10 +32,13 @@ from modelbus.builders.base import (
     Seed,
     TrainingData,
     check_stop,
+    column_stats,
     dumps_canonical,
     integer,
     library_versions,
     one_of,
+    require_finite_answers,
+    require_finite_fit,
 )
 from modelbus.builders.metrics import classification_metrics
 from modelbus.builders.split import holdout
@@ -84,8 +87,9 @@ class MlpParams(BuildParams):
 
 
 def standardise(X: np.ndarray, mean: np.ndarray, std: np.ndarray) -> torch.Tensor:
-    """Rows scaled by the saved statistics, as the float32 tensor the network takes."""
-    return torch.from_numpy(((X - mean) / std).astype(np.float32))
+    """Rows scaled by the saved statistics, as the float32 tensor the network takes (inf beyond its range)."""
+    with np.errstate(over="ignore"):
+        return torch.from_numpy(((X - mean) / std).astype(np.float32))
 
 
 def forward(weights: list[torch.Tensor], x: torch.Tensor, activation: str) -> torch.Tensor:
@@ -251,9 +255,8 @@ def train(x: torch.Tensor, target: torch.Tensor, n_classes: int, params: dict,
 
 
 def fit_standardisation(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-feature mean and population std; a constant feature gets std 1 so it maps to 0."""
-    mean = X.mean(axis=0)
-    std = X.std(axis=0)
+    """Per-feature mean and population std (never overflowing); a constant feature gets std 1 so it maps to 0."""
+    mean, std = column_stats(X)
     return mean, np.where(std > 0, std, 1.0)
 
 
@@ -278,12 +281,16 @@ class MlpBuilder(Builder):
                              "(is the label a class?)")
         mean, std = fit_standardisation(train_rows.X)
         x = standardise(train_rows.X, mean, std)
+        # The network computes in float32: a spread beyond its range would train on infinities.
+        require_finite_fit(self.kind, "the standardised train features (beyond float32's range)", x)
         target = torch.from_numpy(np.searchsorted(classes, train_rows.y).astype(np.int64))
         with deterministic_torch():
             weights = train(x, target, classes.size, params, stop)
+            require_finite_fit(self.kind, "the trained weights (training diverged; a smaller lr may help)", *weights)
             model = MlpModel(weights, mean, std, classes.tolist(), params["hidden"], params["activation"])
             # Scored under the same settings too, so a rebuild reproduces the metrics exactly.
             logits = model.logits(test_rows.X)
+        require_finite_answers(self.kind, logits, test_rows, "test")
         metrics = classification_metrics(model.classes, train_rows.y, test_rows.y, classes[logits.argmax(axis=1)],
                                          softmax(logits))
         metrics["execution_time"] = time.perf_counter() - started

@@ -7,7 +7,6 @@ import time
 from typing import Any, Mapping
 
 import numpy as np
-from sklearn.metrics import r2_score
 
 from modelbus.builders.base import (
     Builder,
@@ -20,8 +19,12 @@ from modelbus.builders.base import (
     TrainingData,
     dumps_canonical,
     loads_artifact,
+    max_abs,
+    require_finite_answers,
+    require_finite_fit,
+    require_finite_metrics,
 )
-from modelbus.builders.metrics import regression_metrics
+from modelbus.builders.metrics import regression_metrics, train_r2
 from modelbus.builders.split import holdout
 
 FORMAT = "modelbus.slr/1"
@@ -70,7 +73,23 @@ class SlrModel(Model):
 
 
 def least_squares_line(x: np.ndarray, y: np.ndarray) -> dict:
-    """Slope, intercept and their standard errors for y on x; x must not be constant."""
+    """Slope, intercept and their standard errors for y on x; x must not be constant.
+
+    Computed directly (ordinary data gives the same bits as ever), and again on x and y divided
+    by their largest magnitude, mapped back, when a sum of squares overflowed.
+    """
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        line = _line(x, y)
+    if all(math.isfinite(v) for v in line.values()):
+        return line
+    sx, sy = float(max_abs(x[:, None])[0]), float(max_abs(y[:, None])[0])
+    with np.errstate(over="ignore", under="ignore"):
+        scaled = _line(x / sx, y / sy)
+        return {"slope": scaled["slope"] * sy / sx, "intercept": scaled["intercept"] * sy,
+                "slope_stderr": scaled["slope_stderr"] * sy / sx, "intercept_stderr": scaled["intercept_stderr"] * sy}
+
+
+def _line(x: np.ndarray, y: np.ndarray) -> dict:
     n = x.size
     x_mean, y_mean = x.mean(), y.mean()
     dx = x - x_mean
@@ -78,12 +97,13 @@ def least_squares_line(x: np.ndarray, y: np.ndarray) -> dict:
     slope = float(dx @ (y - y_mean)) / sxx
     intercept = float(y_mean - slope * x_mean)
     residuals = y - (slope * x + intercept)
-    sigma = math.sqrt(float(residuals @ residuals) / (n - 2))
+    # numpy, not math: an overflow gives inf (checked by the caller), not OverflowError.
+    sigma = np.sqrt(float(residuals @ residuals) / (n - 2))
     return {
         "slope": slope,
         "intercept": intercept,
-        "slope_stderr": sigma / math.sqrt(sxx),
-        "intercept_stderr": sigma * math.sqrt(1.0 / n + float(x_mean) ** 2 / sxx),
+        "slope_stderr": float(sigma / np.sqrt(sxx)),
+        "intercept_stderr": float(sigma * np.sqrt(1.0 / n + np.float64(x_mean) ** 2 / sxx)),
     }
 
 
@@ -106,14 +126,20 @@ class SlrBuilder(Builder):
             raise BuildError(f"the first feature is constant ({x[0]:g}) on the {n_train} train rows; "
                              "slr needs it to vary")
         line = least_squares_line(x, train.y)
+        require_finite_fit(self.kind, "the fitted slope, intercept and standard errors", list(line.values()))
         model = SlrModel(line["slope"], line["intercept"], data.n_features)
+        with np.errstate(over="ignore", invalid="ignore"):
+            fitted, predicted = model.predict(train.X), model.predict(test.X)
+        require_finite_answers(self.kind, fitted, train, "train")
+        require_finite_answers(self.kind, predicted, test, "test")
         metrics = {
             **line,
-            "train_r2": float(r2_score(train.y, model.predict(train.X))),
+            "train_r2": train_r2(train.y, fitted),
             "n": n_train,
             "train_size": n_train,
-            **regression_metrics(test.y, model.predict(test.X)),
+            **regression_metrics(test.y, predicted),
         }
+        require_finite_metrics(self.kind, metrics)
         metrics["execution_time"] = time.perf_counter() - started
         return BuildResult(model=model, metrics=metrics, params=params)
 

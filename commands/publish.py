@@ -10,8 +10,10 @@ from modelbus.commands.transport import Transport
 from modelbus.db.events import REJECTED, EventStore, Incoming, Outcome, Source
 from modelbus.messages.errors import Rejected
 from modelbus.messages.jsonutil import canonical_json
-from modelbus.messages.parse import check_feature_count, loads, parse_event_obj
-from modelbus.messages.types import Training
+from modelbus.messages.datasets import InputSchema
+from modelbus.messages.parse import check_record, loads, parse_event_obj
+from modelbus.messages.types import Feedback, Training
+from modelbus.messages.types import event_id as event_id_of
 
 QUEUED = "queued"
 
@@ -26,6 +28,8 @@ class PublisherConfig:
     max_message_bytes: int = 64 * 1024
     # Values (features plus label) of each declared dataset's training records.
     declared_widths: Mapping[str, int] = field(default_factory=dict)
+    # The typed fields of the datasets that declare them.
+    typed: Mapping[str, InputSchema] = field(default_factory=dict)
 
 
 class EventPublisher:
@@ -51,8 +55,11 @@ class EventPublisher:
             event = parse_event_obj(value)
         except Rejected as exc:
             return Incoming(raw=raw_bytes, source=source, error=exc)
-        event_id = event.body.get("id") or uuid.uuid4().hex
-        event.body["id"] = event_id
+        given = event_id_of(event)
+        event_id = given or uuid.uuid4().hex
+        if not isinstance(event, Feedback):
+            # Kafka carries the id in the body, so a re-sent event is a duplicate there too.
+            event.body["id"] = event_id
         return Incoming(raw=raw_bytes, source=source, event=event, event_id=event_id)
 
     def post(self, events: Sequence[Any], source: str) -> list[Outcome]:
@@ -80,7 +87,7 @@ class EventPublisher:
                 if name not in widths:
                     widths[name] = self._expected_values(name)
                 try:
-                    check_feature_count(item.event, widths[name])
+                    check_record(item.event, widths[name], self.config.typed.get(name))
                 except Rejected as exc:
                     item.error, item.event = exc, None
         outcomes: list[Outcome] = []

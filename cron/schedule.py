@@ -16,10 +16,6 @@ from modelbus.messages.types import BUILD_COMMANDS
 
 # A job name goes into every event id it posts (ids are at most 128 characters).
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
-# The seed's crontab also ran build_dtr (a DL4J decision tree); modelbus has no such builder.
-UNSUPPORTED = {
-    "build_dtr": "the seed's decision tree (dtr) is not supported; schedule build_linear or build_mlp instead",
-}
 _DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 
 
@@ -153,8 +149,6 @@ def plan_job(job: ScheduleJob) -> PlannedJob:
     where = f"schedule job '{job.name}'"
     if not _NAME_RE.match(job.name):
         raise ScheduleError(f"{where}: the name must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit")
-    if job.command in UNSUPPORTED:
-        raise ScheduleError(f"{where}: command '{job.command}': {UNSUPPORTED[job.command]}")
     if job.command not in BUILD_COMMANDS:
         raise ScheduleError(f"{where}: unknown command '{job.command}' (cron posts {', '.join(sorted(BUILD_COMMANDS))})")
     try:

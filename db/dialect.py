@@ -162,6 +162,14 @@ def insert_many(conn: Connection, table: Table, rows: list[dict]) -> None:
     conn.exec_driver_sql(sql, [tuple(row[c] for c in columns) for row in rows])
 
 
+def insert_ignore(conn: Connection, table: Table, rows: list[dict]) -> int:
+    """Insert rows, skipping those whose unique key is taken; how many were inserted."""
+    if not rows:
+        return 0
+    prefix = "IGNORE" if is_mysql(conn) else "OR IGNORE"
+    return conn.execute(table.insert().prefix_with(prefix), rows).rowcount
+
+
 def insert_plain(conn: Connection, table: Table, columns: list[str], rows: list[tuple]) -> None:
     """Insert rows of only strings and integers (as tuples in `columns` order) in one statement per 2000 rows.
 

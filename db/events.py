@@ -21,7 +21,8 @@ from modelbus.db.errors import Conflict, ConstraintViolation, LostConnection
 from modelbus.db.schema import datasets, dead_letters, events, log_head
 from modelbus.messages.errors import Rejected
 from modelbus.messages.jsonutil import canonical_json
-from modelbus.messages.parse import check_feature_count
+from modelbus.messages.datasets import InputSchema
+from modelbus.messages.parse import check_record
 from modelbus.messages.types import Event, Training
 
 if TYPE_CHECKING:
@@ -128,10 +129,12 @@ def event_json(row: EventRow) -> dict:
 
 @dataclass
 class Schemas:
-    """Value counts (features plus label) per dataset: declared in settings, else learned from the log."""
+    """Value counts (features plus label) per dataset: declared in settings, else learned from the log;
+    and the typed fields of the datasets that declare them."""
 
     declared: Mapping[str, int] = field(default_factory=dict)
     auto: bool = True
+    typed: Mapping[str, InputSchema] = field(default_factory=dict)
 
 
 _EVENT_COLUMNS = (
@@ -220,7 +223,7 @@ def append_batch(conn: Connection, items: Sequence[Incoming], schemas: Schemas) 
                 error = Rejected("unknown_dataset", f"dataset '{name}' is not declared and auto_datasets is off")
             else:
                 try:
-                    check_feature_count(item.event, expected)
+                    check_record(item.event, expected, schemas.typed.get(name))
                 except Rejected as exc:
                     error = exc
         if error is not None:

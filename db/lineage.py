@@ -13,7 +13,8 @@ from modelbus.builders.base import BuildError, TrainingData
 from modelbus.db.events import EventRow
 from modelbus.db.schema import events
 from modelbus.messages.errors import Rejected
-from modelbus.messages.parse import parse_event_obj
+from modelbus.messages.datasets import InputSchema
+from modelbus.messages.parse import parse_event_obj, typed_record
 from modelbus.messages.types import Training
 
 # Rows fetched per round trip while streaming the log.
@@ -62,14 +63,20 @@ def _training_query(dataset: str, before: int):
     )
 
 
-def _training(row: EventRow) -> Training:
-    """The training record of a log row, or BuildError (only a row altered in the database fails)."""
+def _training(row: EventRow, schema: InputSchema | None) -> Training:
+    """The training record of a log row, or BuildError (a row altered in the database, or a payload
+    object that does not fit the dataset's typed fields as declared now)."""
     try:
         record = parse_event_obj(json.loads(row.payload), system=True)
     except (Rejected, ValueError) as exc:
         raise BuildError(f"event {row.position} is not a valid training record: {exc}") from None
     if not isinstance(record, Training):
         raise BuildError(f"event {row.position} is stored as training but holds a {record.type}")
+    if record.fields is not None or schema is not None:
+        try:
+            typed_record(record, schema)
+        except Rejected as exc:
+            raise BuildError(f"event {row.position} does not fit dataset '{record.dataset}': {exc}") from None
     return record
 
 
@@ -81,19 +88,21 @@ def stream_training(conn: Connection, dataset: str, before: int) -> Iterator[Eve
 
 
 def load_training(engine: Engine, dataset: str, before: int,
-                  progress: Callable[[int], None] | None = None) -> tuple[TrainingData | None, Lineage]:
+                  progress: Callable[[int], None] | None = None,
+                  schema: InputSchema | None = None) -> tuple[TrainingData | None, Lineage]:
     """The training data of a build at log position `before` and its lineage; data is None when there is none.
 
-    BuildError when a stored event is not a training record or rows disagree on their length.
+    `schema` is the dataset's typed fields, when it declares them: the data then carries it and
+    typed values. BuildError when a stored event is not a training record or rows disagree on their length.
     """
     hasher = LineageHasher()
-    values: list[float] = []
+    values: list[float | str] = []
     positions: list[int] = []
     width: int | None = None
     with engine.connect() as conn:
         for row in stream_training(conn, dataset, before):
             hasher.update(row.position, row.payload)
-            record = _training(row)
+            record = _training(row, schema)
             if width is None:
                 width = record.values
             elif record.values != width:
@@ -109,6 +118,9 @@ def load_training(engine: Engine, dataset: str, before: int,
     lineage = hasher.result()
     if not positions:
         return None, lineage
+    if schema is not None:
+        matrix = np.asarray(values, dtype=object).reshape(len(positions), width)
+        return TrainingData(X=matrix[:, :-1], y=matrix[:, -1], keys=np.asarray(positions), schema=schema), lineage
     matrix = np.asarray(values, dtype=np.float64).reshape(len(positions), width)
     return TrainingData.from_rows(matrix, positions), lineage
 

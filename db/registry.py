@@ -48,6 +48,8 @@ class ModelVersion:
     created_at: datetime
     build_position: int
     artifact: bytes | None = None
+    # Each feature's distribution over the training rows (builders.drift), or None.
+    profile: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,7 @@ def _version(row: Any, with_artifact: bool) -> ModelVersion:
         created_at=m["created_at"],
         build_position=m["build_position"],
         artifact=bytes(m["artifact"]) if with_artifact else None,
+        profile=json.loads(m["profile"]) if m["profile"] else None,
     )
 
 
@@ -269,6 +272,7 @@ def insert_version(conn: Connection, mv: ModelVersion) -> None:
             lineage_digest=mv.lineage_digest,
             versions=dumps(mv.versions),
             created_at=mv.created_at,
+            profile=dumps(mv.profile) if mv.profile is not None else None,
         )
     )
 

@@ -121,7 +121,9 @@ training_records = Table(
     Column("position", BigInteger, primary_key=True, autoincrement=False),
     Column("dataset", String(64), nullable=False),
     Column("features", LongText, nullable=False),
-    Column("label", Double, nullable=False),
+    # A number label; a category label (a typed dataset's) is in label_category instead.
+    Column("label", Double),
+    Column("label_category", String(255)),
     Index("ix_training_records_dataset_position", "dataset", "position"),
     **_MYSQL,
 )
@@ -191,6 +193,8 @@ model_versions = Table(
     Column("lineage_digest", String(64), nullable=False),
     Column("versions", Text, nullable=False),
     Column("created_at", Timestamp, nullable=False),
+    # Each feature's distribution over the version's training rows, the reference of drift.
+    Column("profile", LongText),
     UniqueConstraint("model", "dataset", "version", name="uq_model_versions_version"),
     UniqueConstraint("uuid", name="uq_model_versions_uuid"),
     **_MYSQL,
@@ -276,5 +280,73 @@ training_log = Table(
     Column("model_accuracy", Double, nullable=False, server_default=text("0")),
     Column("training_output", Text),
     Column("model_type", String(50), nullable=False, server_default=text("''")),
+    **_MYSQL,
+)
+
+
+# --- after deployment (issue 12) ----------------------------------------------------------
+
+# One row per answered prediction, written in batches off the answer's path and kept for
+# prediction_retention_days. The first answer under an id is the one feedback joins.
+predictions = Table(
+    "predictions",
+    metadata,
+    Column("seq", AutoId, primary_key=True, autoincrement=True),
+    Column("id", String(128), nullable=False),
+    Column("model", String(16), nullable=False),
+    Column("dataset", String(64), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("features", LongText, nullable=False),
+    Column("result", Text, nullable=False),
+    Column("probabilities", LongText),
+    Column("created_at", Timestamp, nullable=False),
+    UniqueConstraint("id", name="uq_predictions_id"),
+    Index("ix_predictions_version", "model", "dataset", "version", "seq"),
+    Index("ix_predictions_created_at", "created_at"),
+    **_MYSQL,
+)
+
+# One row per feedback event (the projection of the feedback handler): whether and how it
+# joined its prediction, and for a joined one whether the answer was right.
+feedback = Table(
+    "feedback",
+    metadata,
+    Column("position", BigInteger, primary_key=True, autoincrement=False),
+    Column("prediction_id", String(128), nullable=False),
+    Column("dataset", String(64), nullable=False),
+    Column("label", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("reason", Text),
+    Column("model", String(16)),
+    Column("version", Integer),
+    Column("correct", Boolean),
+    Column("error", Double),
+    Column("received_at", Timestamp, nullable=False),
+    Column("joined_at", Timestamp),
+    Index("ix_feedback_prediction_id", "prediction_id"),
+    Index("ix_feedback_version", "model", "dataset", "version", "status", "position"),
+    Index("ix_feedback_status", "status", "position"),
+    **_MYSQL,
+)
+
+# One row per firing of an alert rule, unique per rule and subject (a prediction id, or a
+# version's window of feedback or predictions), so a rule fires once per subject.
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("rule", String(64), nullable=False),
+    Column("subject", String(191), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("model", String(16), nullable=False),
+    Column("dataset", String(64), nullable=False),
+    Column("version", Integer),
+    Column("prediction_id", String(128)),
+    Column("value", Double),
+    Column("detail", Text, nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+    UniqueConstraint("rule", "subject", name="uq_alerts_rule_subject"),
+    Index("ix_alerts_created_at", "created_at"),
     **_MYSQL,
 )

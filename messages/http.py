@@ -44,9 +44,9 @@ class PageQuery(Query):
 class EventQuery(PageQuery):
     """Filters of GET /api/events."""
 
-    type: Optional[Literal["training", "command", "raw"]] = Field(None, description="Only events of this type.")
-    name: Optional[Literal[("training", *COMMANDS, "raw")]] = Field(  # type: ignore[valid-type]
-        None, description="Only events of this name (a command's payload, training or raw).")
+    type: Optional[Literal["training", "command", "feedback", "raw"]] = Field(None, description="Only events of this type.")
+    name: Optional[Literal[("training", *COMMANDS, "feedback", "raw")]] = Field(  # type: ignore[valid-type]
+        None, description="Only events of this name (a command's payload, training, feedback or raw).")
     dataset: Optional[Dataset] = Field(None, description="Only events of this dataset (a raw event's stream).")
 
 
@@ -58,6 +58,23 @@ class WindowQuery(Query):
         WINDOW_CURSOR, "query parameter 'after' must be the `next` of a previous page, got '{value}'")]] = Field(
         None, description="Return rows after this cursor: `next` of the previous page.")
     limit: int = Field(DEFAULT_PAGE, ge=1, le=MAX_PAGE, description="Page size.")
+
+
+class AlertQuery(Query):
+    """Filters of GET /api/alerts: newest first, paged by id."""
+
+    rule: Optional[str] = Field(None, min_length=1, max_length=64, description="Only this rule's alerts.")
+    model: Optional[ModelKind] = Field(None, description="Only this model kind.")  # type: ignore[valid-type]
+    before: Optional[int] = Field(None, ge=1, le=INT64_MAX,
+                                  description="Return alerts older than this id: `next` of the previous page.")
+    limit: int = Field(DEFAULT_PAGE, ge=1, le=MAX_PAGE, description="Page size.")
+
+
+class FeedbackQuery(PageQuery):
+    """Filters of GET /api/feedback: oldest first, paged by log position."""
+
+    status: Optional[Literal["joined", "pending", "unmatched", "duplicate", "invalid"]] = Field(
+        None, description="Only feedback that ended so.")
 
 
 class ModelQuery(Query):
@@ -99,7 +116,7 @@ class EventRecord(Answer):
 
     position: int
     id: Optional[str]
-    type: Literal["training", "command", "raw"]
+    type: Literal["training", "command", "feedback", "raw"]
     name: str
     dataset: str
     source: str
@@ -154,6 +171,56 @@ class ErrorPage(Answer):
     errors: list[DeadLetterRecord]
     next: Optional[int] = Field(description="`after` of the next page; null at the end.")
     total: int
+
+
+class AlertRecord(Answer):
+    """One firing of an alert rule (also published on alert_topic in Kafka mode)."""
+
+    rule: str
+    subject: str = Field(description="What it fired on: a prediction id, or model/dataset/vN/feedback|predictions/<window>.")
+    kind: Literal["prediction", "live_accuracy", "live_mae", "live_rmse", "drift"]
+    model: ModelKind  # type: ignore[valid-type]
+    dataset: str
+    version: Optional[int] = None
+    prediction_id: Optional[str] = None
+    value: Optional[float] = Field(None, description="The value past the threshold (a probability, a metric, a PSI).")
+    detail: str = Field(description="The rule in words.")
+    action: Literal["alert", "rebuild"]
+    created_at: str
+    id: Optional[int] = None
+
+
+class AlertPage(Answer):
+    """A page of alerts, newest first."""
+
+    alerts: list[AlertRecord]
+    next: Optional[int] = Field(description="`before` of the next page; null at the end.")
+    counts: dict[str, int] = Field(description="Firings per rule, in all.")
+
+
+class FeedbackRecord(Answer):
+    """A feedback event and what became of it."""
+
+    position: int
+    prediction_id: str
+    dataset: str
+    label: Any
+    status: Literal["joined", "pending", "unmatched", "duplicate", "invalid"]
+    reason: Optional[str]
+    model: Optional[str]
+    version: Optional[int]
+    correct: Optional[bool]
+    error: Optional[float] = Field(description="Regressions: the answer minus the label.")
+    received_at: str
+    joined_at: Optional[str]
+
+
+class FeedbackPage(Answer):
+    """A page of feedback, oldest first."""
+
+    feedback: list[FeedbackRecord]
+    next: Optional[int] = Field(description="`after` of the next page; null at the end.")
+    counts: dict[str, int] = Field(description="Feedback events per status, in all.")
 
 
 class Served(Answer):
@@ -225,6 +292,18 @@ class Health(Answer):
     mode: Literal["embedded", "kafka"]
     log_head: int
     serving: list[str] = Field(description="model/dataset/vN of each version in memory.")
+
+
+class DatasetSchemaView(Answer):
+    """What a dataset's payloads look like: its typed fields when it declares them, and their JSON Schemas."""
+
+    dataset: str
+    declared: bool = Field(description="Declared in the settings (else learned from its first training record).")
+    features: Optional[int] = Field(description="Feature count; null for an undeclared dataset with no records yet.")
+    input_schema: Optional[dict[str, Any]] = Field(
+        description="The typed fields: features (name and type, in order) and the label; null for a numeric dataset.")
+    training_payload: Optional[dict[str, Any]] = Field(description="JSON Schema of a training event's payload.")
+    prediction_payload: Optional[dict[str, Any]] = Field(description="JSON Schema of a prediction request's payload.")
 
 
 class SchemaList(Answer):

@@ -5,14 +5,17 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from modelbus.messages.datasets import InputSchema
 from modelbus.messages.decode import DEFAULT_MAX_BYTES, loads
 from modelbus.messages.errors import Rejected, name_rejected, rejected_from
+from modelbus.messages.jsonutil import compact_json
 from modelbus.messages.schemas import (
     MAX_ID_CHARS,
     SYSTEM,
     UNKNOWN_TYPE,
     VERSION_MAX,
     BuildCommand,
+    FeedbackEvent,
     PromoteCommand,
     RawEvent,
     TrainingEvent,
@@ -21,12 +24,21 @@ from modelbus.messages.schemas import (
     PredictionRequest as RequestMessage,
 )
 from modelbus.messages.text import INT64_MAX, INT64_MIN, json_type, shorten
-from modelbus.messages.types import DEFAULT_DATASET, Command, Event, PredictionRequest, Raw, Training
+from modelbus.messages.types import (
+    ANY_DATASET,
+    DEFAULT_DATASET,
+    Command,
+    Event,
+    Feedback,
+    PredictionRequest,
+    Raw,
+    Training,
+)
 from modelbus.messages.values import parse_values
 
 __all__ = [
-    "DEFAULT_MAX_BYTES", "INT64_MAX", "INT64_MIN", "MAX_ID_CHARS", "VERSION_MAX", "check_feature_count", "loads",
-    "parse_event", "parse_event_obj", "parse_request", "parse_request_obj", "parse_values", "shorten",
+    "DEFAULT_MAX_BYTES", "INT64_MAX", "INT64_MIN", "MAX_ID_CHARS", "VERSION_MAX", "check_feature_count", "check_record", "loads",
+    "parse_event", "parse_event_obj", "parse_request", "parse_request_obj", "parse_values", "shorten", "typed_record",
 ]
 
 _COMMANDS: dict[str, type[BaseModel]] = {"promote": PromoteCommand}
@@ -59,7 +71,12 @@ def parse_event_obj(obj: Any, *, system: bool = False) -> Event:
         training = _validate(TrainingEvent, obj, context)
         dataset = training.dataset or DEFAULT_DATASET
         values = training.payload
+        if isinstance(values, dict):
+            return Training(dataset=dataset, features=(), label=None, body={**obj, "dataset": dataset}, fields=values)
         return Training(dataset=dataset, features=values[:-1], label=values[-1], body={**obj, "dataset": dataset})
+    if kind == "feedback":
+        feedback = _validate(FeedbackEvent, obj, context)
+        return Feedback(prediction_id=feedback.id, label=feedback.label, dataset=feedback.dataset or ANY_DATASET, body=obj)
     if kind == "raw":
         raw = _validate(RawEvent, obj, context)
         return Raw(stream=raw.stream, key=raw.key, ts_ms=raw.ts, fields=raw.fields, body=obj)
@@ -85,6 +102,10 @@ def parse_request_obj(obj: Any) -> PredictionRequest:
     """Validate one prediction request given as a decoded JSON value."""
     request = _validate(RequestMessage, _require_object(obj), None)
     payload = obj["payload"]
+    if isinstance(payload, dict):
+        return PredictionRequest(model=request.model, dataset=request.dataset or DEFAULT_DATASET, features=(),
+                                 payload=compact_json(payload), id=request.id, version=request.version,
+                                 fields=payload)
     return PredictionRequest(
         model=request.model,
         dataset=request.dataset or DEFAULT_DATASET,
@@ -98,6 +119,32 @@ def parse_request_obj(obj: Any) -> PredictionRequest:
 def parse_request(raw: bytes | str, max_bytes: int = DEFAULT_MAX_BYTES) -> PredictionRequest:
     """Validate one prediction request as it arrives on prediction_request_topic."""
     return parse_request_obj(loads(raw, max_bytes))
+
+
+def check_record(event: Training, dataset_values: int | None, schema: InputSchema | None) -> None:
+    """Check a training record against its dataset: typed fields when it declares them, else the value count.
+
+    A payload object's values are filled into the record's features and label, in declared order.
+    """
+    if schema is not None:
+        if event.fields is not None:
+            values = schema.features_of(event.fields, label=True)
+            event.features, event.label = values[:-1], values[-1]
+            return
+        if not schema.numeric:
+            raise Rejected("bad_field", f"dataset '{event.dataset}' declares category fields: send the payload as "
+                                        f"a JSON object keyed by field name ({', '.join(schema.names)}, "
+                                        f"{schema.label[0]})")
+    elif event.fields is not None:
+        raise Rejected("bad_field", f"dataset '{event.dataset}' declares no typed fields: send the payload as CSV "
+                                    "text or an array of numbers, or declare the fields in the settings")
+    check_feature_count(event, dataset_values)
+
+
+def typed_record(event: Training, schema: InputSchema | None) -> Training:
+    """A record re-read from the log, with a payload object's values filled in by the dataset's schema."""
+    check_record(event, None, schema)
+    return event
 
 
 def check_feature_count(event: Training, dataset_values: int | None) -> None:

@@ -31,11 +31,14 @@ from modelbus.messages.types import BUILD_COMMANDS, COMMANDS, MODEL_KINDS
 from modelbus.messages.values import MAX_VALUES, PLAIN_NUMBER, SPACE, parse_values
 
 MAX_ID_CHARS = 128
+# A category label (feedback, typed datasets) longer than this is refused.
+MAX_LABEL_CHARS = 256
 # Versions live in the registry's INT columns; a larger one would fail every apply (MySQL 1264).
 VERSION_MAX = 2**31 - 1
-# Ids of the events modelbus appends itself: a client id like these would silently
-# suppress an automatic promotion (its event would look like a duplicate).
-RESERVED_ID_PREFIXES = ("auto-promote:",)
+# Ids of the events modelbus appends itself (automatic promotions, training events made from
+# feedback, rebuilds asked by alert rules): a client id like these would silently suppress
+# one of them (its event would look like a duplicate).
+RESERVED_ID_PREFIXES = ("auto-promote:", "feedback:", "alert:")
 SYSTEM = {"system": True}
 
 
@@ -94,7 +97,8 @@ EventId = Annotated[
     StringConstraints(min_length=1, max_length=MAX_ID_CHARS),
     AfterValidator(_event_id),
     Field(description="Idempotency key: a second event with the same id is a duplicate and is not stored again. "
-                      "No leading or trailing whitespace; ids starting with 'auto-promote:' are reserved.",
+                      "No leading or trailing whitespace; ids starting with 'auto-promote:', 'feedback:' or 'alert:' "
+                      "are reserved.",
           json_schema_extra={"pattern": ID_PATTERN,
                              "not": {"anyOf": [{"pattern": f"^{prefix}"} for prefix in RESERVED_ID_PREFIXES]}}),
 ]
@@ -240,17 +244,37 @@ def _payload_schema(min_values: int) -> Any:
         Annotated[str, StringConstraints(pattern=csv_pattern(min_values)),
                   Field(description="Values as CSV, e.g. \"3,4,5\".")],
         Annotated[list[number], Field(min_length=min_values, max_length=MAX_VALUES)],
+        Annotated[dict[str, Union[str, float, bool, None]],
+                  Field(min_length=1, max_length=MAX_VALUES,
+                        description="Values keyed by field name, for a dataset that declares typed fields "
+                                    "(GET /api/datasets/<name>/schema).")],
     ]
 
 
-def _training_values(value: Any, info: ValidationInfo) -> tuple[float, ...]:
+def _fields(value: dict[str, Any]) -> dict[str, Any]:
+    """A payload object's shape (the dataset's declaration checks its fields and types later)."""
+    if not value:
+        raise Rejected("bad_field", "payload is an empty object")
+    if len(value) > MAX_VALUES:
+        raise Rejected("bad_field", f"payload has {len(value)} fields; the limit is {MAX_VALUES}")
+    for key, item in value.items():
+        if isinstance(item, (dict, list)):
+            raise Rejected("bad_field", f"payload.{field_name(key)}: expected a single value, got {json_type(item)}")
+    return value
+
+
+def _training_values(value: Any, info: ValidationInfo) -> tuple[float, ...] | dict[str, Any]:
+    if isinstance(value, dict):
+        return _fields(value)
     values = parse_values(value, bounded=not _system(info))
     if len(values) < 2:
         raise Rejected("bad_field", f"payload has {len(values)} value; a training record needs features and a label")
     return values
 
 
-def _request_values(value: Any) -> tuple[float, ...]:
+def _request_values(value: Any) -> tuple[float, ...] | dict[str, Any]:
+    if isinstance(value, dict):
+        return _fields(value)
     return parse_values(value)
 
 
@@ -258,12 +282,14 @@ TrainingValues = Annotated[
     tuple[float, ...],
     PlainValidator(_training_values, json_schema_input_type=_payload_schema(2)),
     Field(description="Feature values then the label: CSV text (\"3,4,5,6\") or an array of numbers; finite, "
-                      f"integers within signed 64-bit, at most {MAX_VALUES} values."),
+                      f"integers within signed 64-bit, at most {MAX_VALUES} values. A dataset with typed fields "
+                      "takes an object keyed by field name, the label included."),
 ]
 Features = Annotated[
     tuple[float, ...],
     PlainValidator(_request_values, json_schema_input_type=_payload_schema(1)),
-    Field(description="Feature values: CSV text (\"3,4,5\") or an array of numbers; the count must be the model's."),
+    Field(description="Feature values: CSV text (\"3,4,5\") or an array of numbers; the count must be the model's. "
+                      "A model of a dataset with typed fields takes an object keyed by field name."),
 ]
 
 
@@ -303,7 +329,7 @@ def _no_params(value: Any) -> None:
 
 _UNKNOWN_COMMAND = ("unknown_command", f"command '{{value}}' is unknown (known: {', '.join(sorted(COMMANDS))})")
 _UNKNOWN_MODEL = ("unknown_model", f"model '{{value}}' is unknown (known: {', '.join(sorted(MODEL_KINDS))})")
-UNKNOWN_TYPE = ("unknown_type", "type '{value}' is unknown (expected 'training', 'command' or 'raw')")
+UNKNOWN_TYPE = ("unknown_type", "type '{value}' is unknown (expected 'training', 'command', 'feedback' or 'raw')")
 
 
 class Message(BaseModel):
@@ -350,7 +376,7 @@ class BuildCommand(_Event):
     payload: BuildName  # type: ignore[valid-type]
     params: Annotated[Optional[dict[str, Any]], PlainValidator(_params, json_schema_input_type=Optional[dict[str, Any]])] = Field(
         None, description="Build params, checked by the builder when it runs (a bad one fails the build, "
-                          "the event is stored): see /api/schemas/mlp_params, slr_params, linear_params.")
+                          "the event is stored): see /api/schemas/mlp_params, dtr_params, slr_params, linear_params.")
 
 
 class PromoteCommand(_Event):
@@ -366,6 +392,47 @@ class PromoteCommand(_Event):
     params: Annotated[None, PlainValidator(_no_params, json_schema_input_type=None)] = None
     model: ModelKind  # type: ignore[valid-type]
     version: Version
+
+
+def _feedback_label(value: Any) -> float | str:
+    # The dataset's label type is checked when the feedback is joined with its prediction:
+    # only then is the dataset (and so its label type) known for sure.
+    if isinstance(value, str):
+        if not 1 <= len(value) <= MAX_LABEL_CHARS:
+            raise Rejected("bad_field", f"field 'label' must be 1 to {MAX_LABEL_CHARS} characters")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise Rejected("bad_field", f"field 'label' must be a number or a string, got {json_type(value)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise Rejected("not_finite", f"field 'label' {value} is not a finite number")
+    if isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
+        raise int64_range_error("field 'label'", int_text(value))
+    return value
+
+
+FeedbackLabel = Annotated[
+    Any,
+    PlainValidator(_feedback_label, json_schema_input_type=Union[float, Annotated[str, StringConstraints(
+        min_length=1, max_length=MAX_LABEL_CHARS)]]),
+    Field(description="The true label: a number, or a string for a dataset whose label is a category."),
+]
+
+
+class FeedbackEvent(Message):
+    """Ground truth for an answered prediction, joined with it by the prediction's id."""
+
+    model_config = ConfigDict(title="FeedbackEvent", json_schema_extra={"examples": [
+        {"type": "feedback", "id": "r1", "label": 7}]})
+    what: ClassVar[str] = "a feedback event"
+    unknown_before: ClassVar[Optional[str]] = "label"
+
+    type: Literal["feedback"]
+    id: RequestId = Field(description="The id of the prediction this is the truth for (every answer carries one). "
+                                      "Not an idempotency key: a second feedback for one prediction is kept "
+                                      "and reported as a duplicate.")
+    label: FeedbackLabel
+    dataset: Optional[Dataset] = Field(None, description="Optional: the prediction's dataset, checked at the join.")
+    ts: Optional[Timestamp] = None
 
 
 class RawEvent(Message):
@@ -390,7 +457,7 @@ def event_tag(value: Any) -> Optional[str]:
     if not isinstance(value, dict):
         return None
     kind = value.get("type")
-    if kind in ("training", "raw"):
+    if kind in ("training", "feedback", "raw"):
         return kind
     if kind == "command":
         name = value.get("payload")
@@ -400,7 +467,8 @@ def event_tag(value: Any) -> Optional[str]:
 
 Event = Annotated[
     Union[Annotated[TrainingEvent, Tag("training")], Annotated[BuildCommand, Tag("build")],
-          Annotated[PromoteCommand, Tag("promote")], Annotated[RawEvent, Tag("raw")]],
+          Annotated[PromoteCommand, Tag("promote")], Annotated[FeedbackEvent, Tag("feedback")],
+          Annotated[RawEvent, Tag("raw")]],
     Discriminator(event_tag),
 ]
 
@@ -450,14 +518,16 @@ class Prediction(Answer):
     model: ModelKind  # type: ignore[valid-type]
     dataset: str
     version: int
-    input: str = Field(description="The request's payload as CSV.")
-    result: Optional[float] = Field(description="The predicted label (mlp) or value; null when the model's "
-                                                "output is not a finite number (inputs far outside its data).")
-    accuracy: float = Field(description="The version's main metric: accuracy for mlp, holdout R² otherwise.")
+    input: str = Field(description="The request's payload as CSV (a payload object as compact JSON).")
+    result: Optional[Union[float, str]] = Field(
+        description="The predicted label (mlp, dtr) or value, a category label's value as a string; null when the "
+                    "model's output is not a finite number (inputs far outside its data).")
+    accuracy: float = Field(description="The version's main metric: accuracy for mlp and dtr, holdout R² otherwise.")
     modelid: str = Field(description="The version's uuid.")
     prediction_date: str = Field(alias="prediction-date", examples=["2026-11-23 10:00:00"])
-    probabilities: Optional[list[Optional[float]]] = Field(
-        None, description="mlp only, in the class order GET /api/models/mlp lists; null where not finite.")
+    probabilities: Optional[Union[list[Optional[float]], dict[str, Optional[float]]]] = Field(
+        None, description="Classifiers (mlp, dtr) only, in the class order GET /api/models/<model> lists; null where not finite. "
+                          "Keyed by label value when the label is a category.")
     label: Optional[str] = Field(None, description="The label's name, when the dataset declares labels.")
 
 
@@ -529,6 +599,28 @@ class PromotionDecision(Answer):
     test_rows: Optional[int]
 
 
+class LiveWindow(Answer):
+    """Live metrics over the last N joined feedbacks."""
+
+    n: int
+    accuracy: Optional[float] = None
+    mae: Optional[float] = None
+    rmse: Optional[float] = None
+
+
+class LiveMetrics(Answer):
+    """How a version does after deployment: joined feedback and drift of its recent inputs."""
+
+    feedback_count: int = Field(description="Feedback events joined with this version's predictions.")
+    accuracy: Optional[float] = Field(None, description="Classifiers: the share of joined answers that were right.")
+    mae: Optional[float] = Field(None, description="Regressions: mean absolute error of joined answers.")
+    rmse: Optional[float] = Field(None, description="Regressions: root mean squared error of joined answers.")
+    last: Optional[LiveWindow] = Field(None, description="The same over the last live_window joined feedbacks.")
+    drift: Optional[dict[str, float]] = Field(
+        description="Per feature, the population stability index of the last live_window recorded inputs against "
+                    "the version's training rows (0.1: some shift, 0.25: large); null with too few inputs.")
+
+
 class ModelVersionView(Answer):
     """A model version as GET /api/models/<model> shows it (no artifact)."""
 
@@ -545,6 +637,12 @@ class ModelVersionView(Answer):
     created_at: str
     promotion: Optional[PromotionDecision] = Field(
         None, description="What its automatic promotion decided; null until the builds handler reaches it.")
+    live: Optional[LiveMetrics] = Field(None, description="Live metrics from feedback, and input drift.")
+    input_schema: Optional[dict[str, Any]] = Field(
+        None, description="A typed dataset's fields the version was built with (features in order, label); "
+                          "null for a numeric dataset.")
+    label_values: Optional[list[str]] = Field(
+        None, description="A category label's values, in the order of the probabilities' keys; null otherwise.")
 
 
 class BuildOutcome(Answer):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from functools import cached_property
 
 from sqlalchemy import Engine
@@ -43,7 +44,8 @@ class App:
     @cached_property
     def store(self) -> EventStore:
         """The event log on `engine`, with the declared datasets' widths."""
-        return EventStore(self.engine, Schemas(declared=self.settings.declared_widths, auto=self.settings.auto_datasets))
+        return EventStore(self.engine, Schemas(declared=self.settings.declared_widths, auto=self.settings.auto_datasets,
+                                                typed=self.settings.input_schemas))
 
     @cached_property
     def api_engine(self) -> Engine:
@@ -80,7 +82,8 @@ class App:
         """What the publisher needs of the settings."""
         s = self.settings
         return PublisherConfig(kafka_mode=s.kafka_mode, events_topic=s.topics.events, errors_topic=s.topics.errors,
-                               max_message_bytes=s.max_message_bytes, declared_widths=s.declared_widths)
+                               max_message_bytes=s.max_message_bytes, declared_widths=s.declared_widths,
+                               typed=s.input_schemas)
 
     @cached_property
     def publisher(self) -> EventPublisher:
@@ -97,12 +100,44 @@ class App:
     def handlers(self) -> list[Handler]:
         """Every log handler, in the order they should run."""
         from modelbus.handlers.log.build import BuildHandler
+        from modelbus.handlers.log.feedback import FeedbackJoin
         from modelbus.handlers.log.training import TrainingRecords
 
-        return [TrainingRecords(), BuildHandler(self.engine, notify=self.publish_model_update,
+        return [TrainingRecords(self.settings.input_schemas), BuildHandler(self.engine, datasets=self.settings.input_schemas,
+                                                notify=self.publish_model_update,
                                                 announce=self.publish_build_outcome,
                                                 min_test_rows=self.settings.promotion_min_test_rows),
-                *self.window_handlers()]
+                FeedbackJoin(self.feedback_config, self.store.schemas), *self.window_handlers()]
+
+    @property
+    def feedback_config(self):
+        """How feedback joins predictions (handlers.log.feedback.FeedbackConfig)."""
+        from modelbus.handlers.log.feedback import FeedbackConfig
+
+        s = self.settings
+        return FeedbackConfig(join_window=timedelta(seconds=s.feedback_join_window_seconds),
+                              to_training=s.feedback_to_training)
+
+    def recorder(self, engine: Engine):
+        """A prediction recorder writing through `engine`, or None when recording is off."""
+        from modelbus.handlers.serving.record import PredictionRecorder
+
+        if not self.settings.record_predictions:
+            return None
+        return PredictionRecorder(engine, rules=self.settings.alerts, announce=self.publish_alert)
+
+    def monitor(self):
+        """The after-deployment loop of a process that follows the log (handlers.serving.monitor.Monitor)."""
+        from modelbus.handlers.serving.monitor import Monitor, MonitorConfig
+
+        s = self.settings
+        config = MonitorConfig(interval=s.monitor_interval, retention=timedelta(days=s.prediction_retention_days))
+        return Monitor(self.engine, config, self.feedback_config, self.store.schemas, s.alerts, self.publish_alert)
+
+    def publish_alert(self, alert: dict) -> None:
+        """Announce a new alert on alert_topic, keyed by its rule."""
+        self.transport.publish(self.settings.topics.alerts, canonical_json(alert).encode(), key=alert["rule"].encode())
+        self.transport.flush()
 
     def window_handlers(self, sinks: list | None = None) -> list[Handler]:
         """One window handler per shard this process follows (none without declared windows).

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -15,20 +15,54 @@ from pydantic_settings import (
 
 from modelbus.commands.kafka import KafkaConfig, Topics
 from modelbus.cron.schedule import ScheduleJob
+from modelbus.messages.alerts import AlertRule
+from modelbus.messages.datasets import DEFAULT_LABEL, FIELD_TYPES, NUMBER, InputSchema
 from modelbus.messages.windows import WindowSpec, check_unique
 
 CONFIG_ENV = "MODELBUS_CONFIG"
 DEFAULT_CONFIG_FILE = "modelbus.toml"
 
 
-class DatasetSchema(BaseModel):
-    """A declared dataset: how many features a row has, and optional names and labels."""
+class LabelField(BaseModel):
+    """A typed dataset's label: its field name and type."""
 
-    features: int = Field(ge=1, le=10_000)
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = DEFAULT_LABEL
+    type: Literal[FIELD_TYPES] = NUMBER  # type: ignore[valid-type]
+
+
+class DatasetSchema(BaseModel):
+    """A declared dataset: how many features a row has, and optional names and labels; or its
+    named, typed features ({"island": "category", "bill_length_mm": "number"}) and typed label."""
+
+    features: Annotated[int, Field(ge=1, le=10_000)] | dict[str, Literal[FIELD_TYPES]]  # type: ignore[valid-type]
     feature_names: list[str] | None = None
     # Maps a label value (as written in the payload) to a display name, as seed 004's
     # output label mapping; predictions then carry the name beside the value.
     labels: dict[str, str] | None = None
+    label: LabelField | None = None
+
+    @model_validator(mode="after")
+    def _typed(self) -> DatasetSchema:
+        if isinstance(self.features, dict):
+            self.input_schema  # noqa: B018 - raises ValueError on a bad declaration
+        elif self.label is not None:
+            raise ValueError("a typed label needs typed features: features = { name = \"number\", ... }")
+        return self
+
+    @property
+    def width(self) -> int:
+        """Values (features plus label) of a training record."""
+        return (len(self.features) if isinstance(self.features, dict) else self.features) + 1
+
+    @property
+    def input_schema(self) -> InputSchema | None:
+        """The typed fields, when the features are declared by name and type."""
+        if not isinstance(self.features, dict):
+            return None
+        label = self.label or LabelField()
+        return InputSchema(features=tuple(self.features.items()), label=(label.name, label.type))
 
 
 class Settings(BaseSettings):
@@ -69,6 +103,14 @@ class Settings(BaseSettings):
     promotion_min_test_rows: int = Field(default=30, ge=1)
     predict_wait_ms: int = Field(default=10, ge=0)
     schedule: list[ScheduleJob] = []
+    # After deployment (issue 12): every answer recorded, feedback joined, live metrics, alerts.
+    record_predictions: bool = True
+    prediction_retention_days: float = Field(default=30.0, gt=0)
+    feedback_to_training: bool = True
+    feedback_join_window_seconds: float = Field(default=7 * 24 * 3600.0, gt=0)
+    live_window: int = Field(default=500, ge=1)
+    monitor_interval: float = Field(default=2.0, gt=0)
+    alerts: list[AlertRule] = []
     # Windows over raw events ([[windows]] in TOML, a JSON list in MODELBUS_WINDOWS).
     windows: list[WindowSpec] = []
     # Keys are split into this many shards (crc32 of the key); each shard is a handler of its own.
@@ -123,7 +165,12 @@ class Settings(BaseSettings):
     @property
     def declared_widths(self) -> dict[str, int]:
         """Values (features plus label) of each declared dataset's training records."""
-        return {name: schema.features + 1 for name, schema in self.datasets.items()}
+        return {name: schema.width for name, schema in self.datasets.items()}
+
+    @property
+    def input_schemas(self) -> dict[str, InputSchema]:
+        """The typed fields of each dataset that declares them."""
+        return {name: schema.input_schema for name, schema in self.datasets.items() if schema.input_schema}
 
     @property
     def kafka_mode(self) -> bool:

@@ -11,6 +11,7 @@ from typing import Callable
 from urllib.parse import urlsplit
 
 from modelbus.app import App
+from modelbus.messages.types import MAIN_METRICS
 from modelbus.runtime import Services
 from modelbus.settings import Settings
 
@@ -52,9 +53,11 @@ def start_handlers(app: App, services: Services) -> None:
         services.at_exit(follower.release)
         services.start(f"handler-{handler.name}", follower.run)
         log.info("handler %s ready", handler.name)
+    # Pending feedback, live-metric and drift rules, retention: beside the handlers that feed them.
+    services.start("monitor", app.monitor().run)
 
 
-def start_predictor(app: App, services: Services, cache=None) -> None:
+def start_predictor(app: App, services: Services, cache=None, shared_recorder=None) -> None:
     """Answer prediction requests (Kafka mode; the topics must exist).
 
     Given a cache (the API's), the predictor shares it and its reload threads; without one it
@@ -75,8 +78,13 @@ def start_predictor(app: App, services: Services, cache=None) -> None:
         loaded = f"{cache.warm()} production models loaded; "
         for name, target in reload_targets(settings.kafka, app.transport, cache, settings.topics.model_updates):
             services.start(name, target)
+    recorder = shared_recorder
+    if recorder is None:
+        recorder = app.recorder(app.api_engine)
+        if recorder is not None:
+            services.start("prediction-recorder", recorder.run)
     worker = PredictionWorker(predictor_config(settings), app.store, cache, app.transport,
-                              dataset_labels(settings.datasets))
+                              dataset_labels(settings.datasets), recorder=recorder)
     services.start("predictor", worker.run)
     log.info("predictor ready: %sconsuming %s, answering on %s", loaded, settings.topics.prediction_requests,
              settings.topics.prediction_responses)
@@ -100,7 +108,8 @@ def start_parts(app: App, services: Services, *, api: bool = True, scheduler: bo
         create_topics(settings.kafka)
         start_ingest(app, services)
         # The predictor shares the API's model cache, so one set of reload threads serves both.
-        start_predictor(app, services, serving.cache if serving is not None else None)
+        start_predictor(app, services, serving.cache if serving is not None else None,
+                        serving.recorder if serving is not None else None)
 
     start_handlers(app, services)
 
@@ -164,7 +173,7 @@ def load_demo(app: App, stop: threading.Event, base_url: str | None, echo: Calla
             return
         if build["status"] == "ok":
             mv = registry.get_version(app.engine, command.removeprefix("build_"), build["dataset"], build["version"])
-            metric = "" if mv is None else f" ({'accuracy' if mv.model == 'mlp' else 'r2'} {mv.main_metric:.3f})"
+            metric = "" if mv is None else f" ({MAIN_METRICS[mv.model]} {mv.main_metric:.3f})"
             echo(f"demo: {command} -> version {build['version']}{metric}")
         else:
             echo(f"demo: {command} failed: {build['reason']}")

@@ -21,6 +21,7 @@ def api_config(app: App) -> ApiConfig:
     s = app.settings
     return ApiConfig(max_message_bytes=s.max_message_bytes, predict_batch=s.predict_batch, api_token=s.api_token,
                      kafka_mode=s.kafka_mode, labels=dataset_labels(s.datasets),
+                     live_window=s.live_window, widths=s.declared_widths, typed=s.input_schemas,
                      windows=tuple(s.windows))
 
 
@@ -32,13 +33,18 @@ def create_api(app: App, *, registry: Any = None, serving: Serving | None = None
     # Every request reads and writes through the API's engine (timeouts of seconds, circuit
     # breaker); appends still wake this process's followers at once.
     store = app.store.using(app.api_engine)
-    metrics = Metrics(store, KafkaIngestLag(app.settings.kafka, app.settings.ingest_group) if config.kafka_mode else None)
+    metrics = Metrics(store, KafkaIngestLag(app.settings.kafka, app.settings.ingest_group) if config.kafka_mode else None,
+                      live_window=config.live_window)
     if serving is None:
         serving = Serving(registry if registry is not None else DbRegistry(app.api_engine),
                           predict_batch=config.predict_batch, labels=config.labels, metrics=metrics,
                           reload_targets=lambda cache: reload_targets(
                               app.settings.kafka if config.kafka_mode else None, app.transport, cache,
-                              app.settings.topics.model_updates))
+                              app.settings.topics.model_updates),
+                          recorder=app.recorder(app.api_engine))
+
+    if serving.recorder is not None:
+        metrics.watch_recorder(serving.recorder)
 
     @functools.cache
     def publisher() -> EventPublisher:

@@ -129,6 +129,7 @@ def topics() -> Topics:
         errors=f"errors-{tag}",
         model_updates=f"updates-{tag}",
         build_outcomes=f"outcomes-{tag}",
+        alerts=f"alerts-{tag}",
     )
 
 

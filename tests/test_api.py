@@ -103,7 +103,7 @@ def test_seed_predict_route_answers_like_the_model(app, client, kind):
 def test_seed_predict_route_options_and_errors(client):
     ok = client.get("/api/predict/mlp/3,4,5?version=1&id=abc").get_json()
     assert (ok["version"], ok["id"]) == (1, "abc")
-    assert_error(client.get("/api/predict/dtr/3,4,5"), 404, "unknown_model", "model 'dtr' is unknown")
+    assert_error(client.get("/api/predict/tree/3,4,5"), 404, "unknown_model", "model 'tree' is unknown")
     assert_error(client.get("/api/predict/mlp/3,4,5?dataset=nope"), 404, "no_production_version", "dataset 'nope'")
     assert_error(client.get("/api/predict/mlp/3,4,5?version=99"), 404, "unknown_version", "no version 99")
     assert_error(client.get("/api/predict/mlp/3,4,5?version=two"), 400, "bad_field", "positive integer")
@@ -113,7 +113,8 @@ def test_seed_predict_route_options_and_errors(client):
     assert_error(client.get("/api/predict/mlp/3,inf,5"), 400, "not_finite")
 
 
-@pytest.mark.parametrize("command,kind", [("build_mlp", "mlp"), ("build_slr", "slr"), ("build_linear", "linear")])
+@pytest.mark.parametrize("command,kind", [("build_mlp", "mlp"), ("build_dtr", "dtr"), ("build_slr", "slr"),
+                                          ("build_linear", "linear")])
 def test_seed_build_routes_queue_a_command(app, client, command, kind):
     response = client.get(f"/api/{command}")
     assert response.status_code == 202
@@ -173,7 +174,7 @@ MALFORMED = [
     (b"", 400, "not_json"),
     (b'"mlp"', 400, "not_object"),
     (b"null", 400, "not_object"),
-    (b'{"model":"dtr","payload":"1,2,3"}', 404, "unknown_model"),
+    (b'{"model":"tree","payload":"1,2,3"}', 404, "unknown_model"),
     (b'{"payload":"1,2,3"}', 400, "missing_field"),
     (b'{"model":"mlp"}', 400, "missing_field"),
     (b'{"model":"mlp","payload":"1,two,3"}', 400, "not_numeric"),
@@ -266,7 +267,7 @@ def test_post_one_event_and_a_list(app, client):
         (b'{"type":"training","payload":"1,2,x,4"}', 400, "not_numeric"),
         (b'{"type":"training","payload":"1,2,NaN,4"}', 400, "not_finite"),
         (b'{"type":"training","payload":"1,2,3"}', 400, "wrong_feature_count"),
-        (b'{"type":"command","payload":"build_dtr"}', 400, "unknown_command"),
+        (b'{"type":"command","payload":"build_tree"}', 400, "unknown_command"),
         (f'{{"type":"training","payload":[1,2,{BIG},4]}}'.encode(), 400, "out_of_range"),
         (b'{"type":"training","payload":[1,2,' + b"9" * 5000 + b",4]}", 400, "out_of_range"),
         (f'{{"type":"training","payload":"1,2,{BIG},4"}}'.encode(), 400, "out_of_range"),
@@ -560,7 +561,7 @@ def test_every_message_schema_is_served_and_describes_the_messages(client):
         schemas[name] = jsonschema_rs.validator_for(response.get_json())
     for path in sorted((ROOT / "messages").glob("*.json")):
         message = json.loads(path.read_text())
-        assert schemas["prediction_request" if path.name.startswith("predict") else "event"].is_valid(message), path
+        assert schemas["prediction_request" if path.name.startswith(("predict", "typed_predict")) else "event"].is_valid(message), path
     assert not schemas["event"].is_valid({"type": "command", "payload": "build_mlp", "model": "mlp"})
     assert not schemas["event"].is_valid({"type": "training", "payload": "3,4,5", "id": " x"})
     assert schemas["mlp_params"].is_valid({"hidden": [8], "batch_size": None})
@@ -581,8 +582,8 @@ def test_swagger_ui_is_served_from_the_installed_package(client):
 
 
 @pytest.mark.parametrize("route, fragment", [
-    ("/api/events?type=AAA", "'type' must be one of training, command, raw, got 'AAA'"),
-    ("/api/events?name=build_dtr", "'name' must be one of training, build_mlp"),
+    ("/api/events?type=AAA", "'type' must be one of training, command, feedback, raw, got 'AAA'"),
+    ("/api/events?name=build_tree", "'name' must be one of training, build_mlp"),
     ("/api/events?after=", "'after' must be an integer, got ''"),
     ("/api/events?dataset=a%20b", "dataset 'a b' must be letters"),
     ("/api/events?dataset=", "'dataset' must have 1 to 64 characters, got 0"),

@@ -32,12 +32,12 @@ def expected_lineage(store, dataset: str, before: int):
 def test_each_kind_builds_from_exactly_the_events_before_its_command(store):
     first = send_rows(store, class_rows(60, seed=1))
     send_rows(store, linear_rows(20, seed=9, features=2), dataset="other")  # another dataset: never used
-    commands = {kind: send_command(store, f"build_{kind}") for kind in ("mlp", "slr", "linear")}
+    commands = {kind: send_command(store, f"build_{kind}") for kind in ("mlp", "dtr", "slr", "linear")}
     later = send_rows(store, class_rows(30, seed=2))
     run_builds(store)
 
     versions = {mv.model: mv for mv in registry.list_versions(store.engine)}
-    assert set(versions) == {"mlp", "slr", "linear"}
+    assert set(versions) == {"mlp", "dtr", "slr", "linear"}
     for kind, position in commands.items():
         mv = versions[kind]
         assert (mv.dataset, mv.version, mv.build_position, mv.status) == ("default", 1, position, "ok")
@@ -55,7 +55,7 @@ def test_each_kind_builds_from_exactly_the_events_before_its_command(store):
 
     # The seed's tables: a training_log row per build, a linear_model row for slr.
     log_rows = {r["model_type"]: r for r in table(store.engine, training_log, training_log.c.id)}
-    assert set(log_rows) == {"mlp", "slr", "linear"}
+    assert set(log_rows) == {"mlp", "dtr", "slr", "linear"}
     mlp = versions["mlp"]
     assert log_rows["mlp"]["uuid"] == mlp.uuid
     assert log_rows["mlp"]["model_accuracy"] == mlp.metrics["accuracy"] == mlp.main_metric

@@ -20,8 +20,8 @@ def data(n: int, labels: list[float] | None = None, k: int = 3) -> TrainingData:
 def test_unknown_kind():
     with pytest.raises(BuildError) as err:
         get_builder("x")
-    assert str(err.value) == "unknown model kind 'x' (known: linear, mlp, slr)"
-    assert KINDS == ("linear", "mlp", "slr")
+    assert str(err.value) == "unknown model kind 'x' (known: dtr, linear, mlp, slr)"
+    assert KINDS == ("dtr", "linear", "mlp", "slr")
     assert [get_builder(k).kind for k in KINDS] == list(KINDS)
 
 
@@ -50,6 +50,7 @@ def test_split_that_empties_a_side():
 
 @pytest.mark.parametrize("kind, known", [
     ("mlp", "activation, batch_size, epochs, hidden, lr, seed, split, weight_decay"),
+    ("dtr", "class_weight, criterion, max_depth, min_samples_leaf, seed, split"),
     ("slr", "seed, split"),
     ("linear", "seed, split"),
 ])
@@ -110,3 +111,10 @@ def test_training_data_rejects_inconsistent_arrays():
         TrainingData(X=np.zeros((3, 2)), y=np.zeros(3), keys=np.array([1, 1, 2]))
     with pytest.raises(ValueError, match="disagree on the row count"):
         TrainingData(X=np.zeros((3, 2)), y=np.zeros(2), keys=np.arange(3))
+
+
+def test_every_builder_scores_by_the_main_metric_the_pages_show():
+    from modelbus.messages.types import MAIN_METRICS, MODEL_KINDS
+
+    assert set(MAIN_METRICS) == set(MODEL_KINDS) == set(KINDS)
+    assert {kind: get_builder(kind).main_metric for kind in KINDS} == MAIN_METRICS

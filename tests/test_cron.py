@@ -89,7 +89,6 @@ def test_the_event_of_a_slot_carries_the_slot_in_utc():
         (dict(cron="61 * * * *"), "schedule job 'nightly': bad cron expression '61 * * * *'"),
         (dict(cron="0 1 * *"), "has 4 fields; expected 5"),
         (dict(cron="0 1 * * 8"), "day of week '8'"),
-        (dict(command="build_dtr"), "the seed's decision tree (dtr) is not supported"),
         (dict(command="build_tree"), "schedule job 'nightly': unknown command 'build_tree'"),
         (dict(command="promote"), "unknown command 'promote'"),
         (dict(timezone="Mars/Olympus"), "unknown timezone 'Mars/Olympus'"),
@@ -115,10 +114,10 @@ def test_job_names_are_unique():
 def test_the_cli_refuses_a_bad_schedule_and_checks_a_good_one(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()
-    monkeypatch.setenv("MODELBUS_SCHEDULE", '[{"name":"seed-dtr","cron":"0 1 * * *","command":"build_dtr"}]')
+    monkeypatch.setenv("MODELBUS_SCHEDULE", '[{"name":"seed-dtr","cron":"0 1 * * *","command":"build_tree"}]')
     bad = runner.invoke(main, ["scheduler"])
     assert bad.exit_code == 1
-    assert "schedule job 'seed-dtr': command 'build_dtr'" in bad.output
+    assert "schedule job 'seed-dtr': unknown command 'build_tree'" in bad.output
     monkeypatch.setenv("MODELBUS_SCHEDULE", '[{"name":"slr","cron":"30 1 * * *","command":"build_slr"}]')
     good = runner.invoke(main, ["scheduler", "--check", "--next", "2"])
     assert good.exit_code == 0, good.output

@@ -22,12 +22,13 @@ from serving_support import FAST_MLP, build, run_handlers, seed_models
 
 TOKEN = "dash-token"
 HOSTILE_ID = "<img src=x onerror=alert(1)>"
-PAGES = ["/", "/models", "/models/mlp", "/models/mlp/versions/1?dataset=default", "/events", "/dead-letters"]
+PAGES = ["/", "/models", "/models/mlp", "/models/mlp/versions/1?dataset=default", "/models/dtr",
+         "/models/dtr/versions/1", "/events", "/dead-letters"]
 
 
 @pytest.fixture(scope="module", params=["sqlite", "mysql"])
 def database(request, tmp_path_factory) -> str:
-    """Three promoted models, a second mlp promoted by hand, an event with a hostile id and three dead letters."""
+    """Four promoted models, a second mlp promoted by hand, an event with a hostile id and three dead letters."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('dashboard') / 'modelbus.db'}"
     else:
@@ -37,6 +38,7 @@ def database(request, tmp_path_factory) -> str:
         engine.dispose()
     app = App(Settings(database_url=url))
     seed_models(app)
+    build(app, "dtr")
     build(app, "mlp", params=dict(FAST_MLP, seed=9), promote=2)
     outcomes = app.publisher.post([{"type": "training", "payload": "3,4,5,6", "id": HOSTILE_ID},
                                    b"<script>alert(2)</script>", b"not json either", b"\xff\xfe<b>"], "test")
@@ -121,6 +123,10 @@ def test_the_version_page_shows_params_metrics_and_lineage(client, app):
     assert 'id="chart-confusion"' in html and 'id="chart-classes"' in html
     assert client.get("/models/slr/versions/1?dataset=default").get_data(as_text=True).count("chart-confusion") == 0
     assert client.get("/models/mlp/versions/99").status_code == 404
+    tree = client.get("/models/dtr/versions/1").get_data(as_text=True)
+    assert '<span class="label">accuracy</span>' in tree and 'id="chart-confusion"' in tree
+    assert '<th scope="row">depth</th>' in tree and '<th scope="row">leaves</th>' in tree
+    assert "<th scope=\"row\">min_samples_leaf</th><td><code>20</code></td>" in tree
     assert client.get("/models/mlp/versions/1?dataset=nope").status_code == 404
 
 
@@ -131,9 +137,9 @@ def test_overview_reports_handlers_queue_dead_letters_models_and_samples(client,
     body = client.get("/api/dashboard/overview").get_json()
     head = app.store.head()
     assert body["log_head"] == head and body["mode"] == "embedded"
-    assert {h["handler"]: h["lag"] for h in body["handlers"]} == {"builds": 0, "training_records": 0}
+    assert {h["handler"]: h["lag"] for h in body["handlers"]} == {"builds": 0, "training_records": 0, "feedback": 0}
     assert body["build_queue"] == []
-    assert {(m["model"], m["production"]) for m in body["models"]} == {("mlp", 2), ("slr", 1), ("linear", 1)}
+    assert {(m["model"], m["production"]) for m in body["models"]} == {("mlp", 2), ("dtr", 1), ("slr", 1), ("linear", 1)}
     reasons = {r["code"]: r["count"] for r in body["dead_letter_reasons"]}
     assert (reasons["not_json"], reasons["not_utf8"]) == (2, 1)
     assert body["dead_letters"] == app.store.dead_letter_count() == sum(reasons.values())
@@ -156,7 +162,9 @@ def test_model_histories_carry_each_version_and_every_production_move(client):
     moves = [(p["version"], p["automatic"]) for p in mlp["promotions"] if p["status"] == "moved"]
     assert moves[0] == (1, True) and moves[-1][0] == 2
     assert [p["position"] for p in mlp["promotions"]] == sorted(p["position"] for p in mlp["promotions"])
-    assert len(client.get("/api/dashboard/models").get_json()["models"]) == 3
+    models = client.get("/api/dashboard/models").get_json()["models"]
+    assert {m["model"]: m["metric"] for m in models} == {"mlp": "accuracy", "dtr": "accuracy", "slr": "r2",
+                                                         "linear": "r2"}
     # A query parameter outside its declared values is a bad_param, as on every route.
     assert error_code(client.get("/api/dashboard/models?model=xgboost"), 400) == "bad_param"
 
@@ -330,7 +338,7 @@ def test_the_sampler_computes_rates_and_leaves_a_gap_when_the_store_fails(app, c
     series = sampler.series()
     assert series["head"] == [head, head + 10]
     assert series["ingest_rate"] == [None, 2.0] and series["prediction_rate"] == [None, 1.0]
-    assert set(series["lag"]) == {"builds", "training_records"} and lag_growth(series) == 10
+    assert set(series["lag"]) == {"builds", "training_records", "feedback"} and lag_growth(series) == 10
     run_handlers(app)
 
 

@@ -111,7 +111,7 @@ def test_one_forward_pass_per_model_per_batch(registry, cache):
 @pytest.mark.parametrize(
     "request_obj,code,fragment",
     [
-        ({"model": "dtr", "payload": "1,2,3", "id": "e1"}, "unknown_model", "model 'dtr' is unknown"),
+        ({"model": "tree", "payload": "1,2,3", "id": "e1"}, "unknown_model", "model 'tree' is unknown"),
         ({"model": "mlp", "payload": "1,2,3", "id": "e1", "dataset": "nope"}, "no_production_version",
          "mlp has no production version for dataset 'nope'"),
         ({"model": "mlp", "payload": "1,2,3", "id": "e1", "version": 9}, "unknown_version",

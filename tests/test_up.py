@@ -160,7 +160,7 @@ def test_up_in_kafka_mode_serves_both_paths_and_stops_cleanly(mysql_db, kafka_bo
     store = EventStore(engine)
     assert store.count(type="training") == 476  # darcey, the librdkafka record, the README example
     head = store.head()
-    assert {s.name: s.position for s in states(engine)} == {"builds": head, "training_records": head}
+    assert {s.name: s.position for s in states(engine)} == {"builds": head, "training_records": head, "feedback": head}
     assert all(s.owner is None for s in states(engine)), "leases are released on a clean stop"
     engine.dispose()
 

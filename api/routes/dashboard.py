@@ -12,7 +12,7 @@ from modelbus.api.errors import ApiError, is_outage
 from modelbus.db import registry
 from modelbus.messages.http import DEFAULT_PAGE
 from modelbus.messages.parse import VERSION_MAX
-from modelbus.messages.types import DEFAULT_DATASET, MODEL_KINDS
+from modelbus.messages.types import DEFAULT_DATASET, MAIN_METRICS, MODEL_KINDS
 
 bp = Blueprint("dashboard", __name__, template_folder="../templates", static_folder="../static",
                static_url_path="/static/dashboard")
@@ -102,7 +102,7 @@ def version_page(model: str, version: int) -> str:
     if found is None:
         raise ApiError("unknown_version", f"no {model} version {version} on dataset '{dataset}'")
     return _page("version.html", "version", f"{model} v{version} ({dataset})", model=model, dataset=dataset,
-                 mv=found, production=production, scalars=_scalars(found.metrics))
+                 mv=found, production=production, scalars=_scalars(found.metrics), metric=MAIN_METRICS[model])
 
 
 @bp.get("/events")

@@ -9,6 +9,7 @@ from modelbus.api.context import parts
 from modelbus.api.errors import ApiError, json_response
 from modelbus.api.params import query
 from modelbus.api.views import iso, version_json
+from modelbus.handlers.serving.live import live_view
 from modelbus.messages.http import ModelQuery
 from modelbus.messages.types import MODEL_KINDS
 
@@ -28,13 +29,14 @@ def list_models() -> Response:
     for (model, dataset), versions in sorted(grouped.items()):
         current = production.get((model, dataset))
         prod = next((v for v in versions if v.version == current), None)
+        live = _live(prod) if prod is not None else None
         models.append({
             "model": model,
             "dataset": dataset,
             "production": current,
             "versions": len(versions),
             "latest": versions[-1].version,
-            "production_version": version_json(prod, current) if prod is not None else None,
+            "production_version": version_json(prod, current, live=live) if prod is not None else None,
         })
     serving_now = [
         {"model": l.model, "dataset": l.dataset, "version": l.version, "uuid": l.uuid} for l in serving.cache.loaded()
@@ -59,10 +61,16 @@ def show_model(model: str) -> Response:
         {
             "dataset": name,
             "production": production.get((model, name)),
-            "versions": [version_json(mv, production.get((model, name)), promotions.get((model, name, mv.version)))
-                         for mv in versions],
+            "versions": [version_json(mv, production.get((model, name)), promotions.get((model, name, mv.version)),
+                                      _live(mv)) for mv in versions],
         }
         for name, versions in sorted(grouped.items())
     ]
     builds = [{k: iso(v) for k, v in b.items()} for b in registry.builds(model, dataset, limit)] if limit else []
     return json_response({"model": model, "datasets": datasets, "builds": builds})
+
+
+def _live(mv: Any) -> dict[str, Any]:
+    """A version's live metrics and drift, from this process's store."""
+    p = parts()
+    return live_view(p.store.engine, mv, p.config.live_window)

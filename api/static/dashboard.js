@@ -236,8 +236,11 @@
     return "/events" + query({after: Math.max(0, position - 1), limit: 1});
   }
 
+  // The classifiers, whose main metric is accuracy (messages/types.py MAIN_METRICS); the rest score R².
+  const CLASSIFIERS = new Set(["mlp", "dtr"]);
+
   function metricName(model) {
-    return model === "mlp" ? "accuracy" : "R²";
+    return CLASSIFIERS.has(model) ? "accuracy" : "R²";
   }
 
   function buildColumns() {
@@ -507,7 +510,9 @@
       if (drawn) return;  // a version never changes: draw its charts once
       drawn = true;
       const metrics = found.metrics;
-      const classes = (metrics.classes || []).map(c => plotText(num(c, Number.isInteger(c) ? 0 : 2)));
+      // A category label's classes are its values (metrics.classes holds their codes).
+      const classes = metrics.label_values ? metrics.label_values.map(plotText)
+        : (metrics.classes || []).map(c => plotText(num(c, Number.isInteger(c) ? 0 : 2)));
       if (metrics.confusion_matrix) {
         const matrix = metrics.confusion_matrix;
         plot("chart-confusion", [{z: matrix, x: classes, y: classes, type: "heatmap", colorscale: [[0, "#f4f8fc"], [1, "#1f4e79"]], showscale: true,

@@ -17,9 +17,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from modelbus.builders.base import BuildError, BuildResult, Cancelled, TrainingData, check_stop, get_builder
+from modelbus.builders.drift import reference_profile
+from modelbus.builders.encoding import recorded_schema
 from modelbus.builders.split import train_test_indices
 from modelbus.db import registry
 from modelbus.db.contracts import Transaction
@@ -28,6 +30,7 @@ from modelbus.db.events import DUPLICATE, EventRow, Incoming, Schemas, Source, a
 from modelbus.db.lineage import Lineage, load_training
 from modelbus.db.registry import ModelUpdate, ModelVersion
 from modelbus.handlers.log.base import Handler
+from modelbus.messages.datasets import InputSchema
 from modelbus.messages.errors import Rejected
 from modelbus.messages.jsonutil import canonical_json
 from modelbus.messages.parse import parse_event_obj
@@ -61,6 +64,8 @@ class BuildOutcome:
     fit_seconds: float | None = None
     # The rows the model was tested on (kept in memory for its promotion, never stored).
     test: TrainingData | None = None
+    # The training rows' feature distributions, the reference of live drift.
+    profile: dict | None = None
 
     @property
     def ok(self) -> bool:
@@ -82,8 +87,11 @@ def parse_command(row: EventRow) -> Command:
 
 
 def run_build(engine: Any, model: str, dataset: str, before: int, params: dict | None,
-              progress: Callable[[int], None] | None = None, stop: threading.Event | None = None) -> BuildOutcome:
+              progress: Callable[[int], None] | None = None, stop: threading.Event | None = None,
+              schema: InputSchema | None = None) -> BuildOutcome:
     """Train `model` on the training events of `dataset` before log position `before`; never raises BuildError.
+
+    `schema` is the dataset's typed fields when it declares them (its payloads are objects).
 
     Raises Cancelled once `stop` is set (while the log is read or the model trains): a stopping
     process records nothing of the build, so the next owner of the builds handler redoes it.
@@ -100,7 +108,7 @@ def run_build(engine: Any, model: str, dataset: str, before: int, params: dict |
         # Bad params fail before the log is read.
         builder.validate_params(params)
         started = time.perf_counter()
-        data, outcome.lineage = load_training(engine, dataset, before, reading)
+        data, outcome.lineage = load_training(engine, dataset, before, reading, schema)
         outcome.load_seconds = time.perf_counter() - started
         if data is None:
             raise BuildError(f"dataset '{dataset}' has no training events before position {before}")
@@ -118,6 +126,7 @@ def run_build(engine: Any, model: str, dataset: str, before: int, params: dict |
         outcome.result, outcome.artifact, outcome.metrics_json = result, artifact, metrics_json
         outcome.sha256 = hashlib.sha256(artifact).hexdigest()
         outcome.test = holdout_rows(data, result.params)
+        outcome.profile = training_profile(data, result.params)
     except BuildError as exc:
         outcome.reason = str(exc)
     except (StorageError, Cancelled):
@@ -165,6 +174,14 @@ class Decision:
                 "test_rows": self.test_rows}
 
 
+def training_profile(data: TrainingData, params: dict) -> dict | None:
+    """The drift reference of a version: its training rows' feature distributions (numeric datasets only)."""
+    if getattr(data.X, "dtype", None) is None or data.X.dtype.kind not in "biuf":
+        return None
+    train_idx, _ = train_test_indices(data.keys, params["split"], params["seed"])
+    return reference_profile(data.X[train_idx])
+
+
 def holdout_rows(data: TrainingData, params: dict) -> TrainingData:
     """The rows a build was tested on: the same keyed split its builder made."""
     _, test_idx = train_test_indices(data.keys, params["split"], params["seed"])
@@ -206,8 +223,10 @@ class BuildHandler(Handler):
     batch_size = 200
 
     def __init__(self, engine: Any, notify: Notify | None = None, announce: Announce | None = None,
-                 min_test_rows: int = 30):
+                 min_test_rows: int = 30, datasets: Mapping[str, InputSchema] | None = None):
+        """`datasets`: the typed fields of the datasets that declare them."""
         self.engine = engine
+        self.datasets = dict(datasets or {})
         self.notify = notify
         self.announce = announce
         self.min_test_rows = min_test_rows
@@ -244,7 +263,8 @@ class BuildHandler(Handler):
                 outcome.finished_at = utcnow()
             else:
                 log.info("building %s on %s from the log before position %d", kind, row.dataset, row.position)
-                outcome = run_build(self.engine, kind, command.dataset, row.position, command.params, stop=stop)
+                outcome = run_build(self.engine, kind, command.dataset, row.position, command.params, stop=stop,
+                                    schema=self.datasets.get(command.dataset))
                 if outcome.ok:
                     log.info("built %s on %s: %d events, %s", kind, row.dataset, outcome.lineage.n_events,
                              _summary(outcome))
@@ -299,6 +319,7 @@ class BuildHandler(Handler):
                 created_at=row.received_at,
                 build_position=row.position,
                 artifact=outcome.artifact,
+                profile=outcome.profile,
             )
             registry.insert_version(conn, mv)
             registry.insert_seed_rows(conn, mv)
@@ -428,7 +449,8 @@ class BuildHandler(Handler):
         """The candidate's test rows: from the build just made, else read from the log again."""
         if self._last_test is not None and self._last_test[0] == candidate.build_position:
             return self._last_test[1]
-        data, _ = load_training(self.engine, candidate.dataset, candidate.build_position)
+        data, _ = load_training(self.engine, candidate.dataset, candidate.build_position,
+                                schema=recorded_schema(candidate.metrics))
         if data is None:
             raise BuildError(f"version {candidate.version} has no training events")
         return holdout_rows(data, candidate.params)

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from modelbus.db import training_records
 from modelbus.db.contracts import Transaction
 from modelbus.db.events import EventRow
 from modelbus.handlers.log.base import Handler
-from modelbus.messages.parse import parse_event_obj
+from modelbus.messages.datasets import InputSchema
+from modelbus.messages.errors import Rejected
+from modelbus.messages.parse import parse_event_obj, typed_record
 from modelbus.messages.types import Training
 
 
@@ -27,20 +29,32 @@ class TrainingRecords(Handler):
     event_type = "training"
     batch_size = 5000
 
+    def __init__(self, datasets: Mapping[str, InputSchema] | None = None):
+        """`datasets`: the typed fields of the datasets that declare them, to order a payload object's values."""
+        self.datasets = dict(datasets or {})
+
+    def _row(self, row: EventRow) -> dict[str, Any]:
+        record = training_of(row)
+        if record.fields is not None:
+            try:
+                typed_record(record, self.datasets.get(record.dataset))
+            except Rejected:
+                # Stored under an earlier declaration: kept as written, with no label column.
+                return {"position": row.position, "dataset": record.dataset, "features": json.dumps(record.fields),
+                        "label": None, "label_category": None}
+        label = record.label
+        return {
+            "position": row.position,
+            "dataset": record.dataset,
+            # Typed values are kept: a category as its string.
+            "features": json.dumps(record.features),
+            "label": None if isinstance(label, str) else label,
+            "label_category": label if isinstance(label, str) else None,
+        }
+
     def apply(self, conn: Transaction, events: Sequence[EventRow], prepared: Any) -> None:
         """Insert one training_records row per training event."""
-        rows = []
-        for row in events:
-            record = training_of(row)
-            rows.append(
-                {
-                    "position": row.position,
-                    "dataset": record.dataset,
-                    "features": json.dumps(record.features),
-                    "label": record.label,
-                }
-            )
-        training_records.insert_records(conn, rows)
+        training_records.insert_records(conn, [self._row(row) for row in events])
 
     def reset(self, conn: Transaction) -> None:
         """Empty the projection."""

@@ -7,6 +7,7 @@ from typing import Any, Callable
 
 from modelbus.db import registry
 from modelbus.db.registry import ModelVersion
+from modelbus.builders.encoding import recorded_schema
 from modelbus.handlers.log.build import BuildOutcome, run_build
 
 # Wall-clock figures differ on every run; they are reported, never compared.
@@ -54,7 +55,9 @@ def metric_differences(recorded: dict, rebuilt: dict, prefix: str = "") -> list[
 def verify_version(engine: Any, recorded: ModelVersion,
                    progress: Callable[[int], None] | None = None) -> Verification:
     """Rebuild `recorded` from the training events before its build command and compare."""
-    rebuilt = run_build(engine, recorded.model, recorded.dataset, recorded.build_position, recorded.params, progress)
+    # A typed dataset is rebuilt with the fields recorded with the version, whatever the settings say now.
+    rebuilt = run_build(engine, recorded.model, recorded.dataset, recorded.build_position, recorded.params, progress,
+                        schema=recorded_schema(recorded.metrics))
     check = Verification(recorded, rebuilt)
     diff = check.differences
     lineage = rebuilt.lineage

@@ -4,12 +4,13 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from modelbus.builders.encoding import EncodedModel
 from modelbus.handlers.serving.cache import Loaded, ModelCache
 from modelbus.messages.errors import Rejected
 from modelbus.messages.parse import (
@@ -24,6 +25,10 @@ log = logging.getLogger(__name__)
 
 
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+# Told of unseen category values: (model, dataset, feature, count).
+OnUnknown = Callable[[str, str, str, int], None]
 
 
 # The code of an answer that failed because the registry could not be read (worth retrying).
@@ -90,25 +95,30 @@ def error_response(item_id: str | None, error: Rejected) -> dict[str, Any]:
     return {"id": item_id, "error": error.as_dict()}
 
 
-def _result_value(value: float, classifier: bool) -> float | int:
-    # A class label is written as the seed wrote it ("7", not "7.0").
+def _result_value(value: Any, classifier: bool) -> float | int | str:
+    # A category label is its value; a class label is written as the seed wrote it ("7", not "7.0").
+    if isinstance(value, str):
+        return value
     value = float(value)
     if classifier and value.is_integer():
         return int(value)
     return value
 
 
-def _label_name(labels: Mapping[str, str] | None, result: float | int) -> str | None:
+def _label_name(labels: Mapping[str, str] | None, result: float | int | str) -> str | None:
     if not labels:
         return None
-    for key in (str(result), repr(float(result))):
+    for key in (str(result),) if isinstance(result, str) else (str(result), repr(float(result))):
         if key in labels:
             return labels[key]
     return None
 
 
-def _forward(predictor: Any, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """Predictions and class probabilities of a batch, in one forward pass where the model allows it."""
+def _forward(predictor: Any, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, dict[str, int]]:
+    """Predictions, class probabilities and unseen categories by feature of a batch, in one forward pass
+    where the model allows it."""
+    if isinstance(predictor, EncodedModel):
+        return predictor.forward(X)
     logits = getattr(predictor, "logits", None)
     if callable(logits) and predictor.classes:
         # MlpModel.predict and predict_proba each run the network; both are functions of its
@@ -116,15 +126,21 @@ def _forward(predictor: Any, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | No
         from modelbus.builders.mlp import softmax
 
         out = logits(X)
-        return np.asarray(predictor.classes, dtype=np.float64)[out.argmax(axis=1)], softmax(out)
-    return predictor.predict(X), predictor.predict_proba(X)
+        return np.asarray(predictor.classes, dtype=np.float64)[out.argmax(axis=1)], softmax(out), {}
+    return predictor.predict(X), predictor.predict_proba(X), {}
 
 
 def _responses(loaded: Loaded, requests: Sequence[PredictionRequest], date: str,
-               labels: Mapping[str, str] | None) -> list[dict[str, Any]]:
-    X = np.asarray([r.features for r in requests], dtype=np.float64)
-    results, proba = _forward(loaded.predictor, X)
+               labels: Mapping[str, str] | None, on_unknown: OnUnknown | None = None) -> list[dict[str, Any]]:
+    typed = isinstance(loaded.predictor, EncodedModel)
+    X = np.asarray([r.features for r in requests], dtype=object if typed else np.float64)
+    results, proba, unknown = _forward(loaded.predictor, X)
+    for feature, count in unknown.items():
+        if on_unknown is not None:
+            on_unknown(loaded.model, loaded.dataset, feature, count)
     classifier = proba is not None
+    # A category label's probabilities are keyed by its values.
+    keyed = typed and loaded.predictor.schema.category_label
     out = []
     for i, request in enumerate(requests):
         result = _result_value(results[i], classifier)
@@ -139,7 +155,9 @@ def _responses(loaded: Loaded, requests: Sequence[PredictionRequest], date: str,
             "modelid": loaded.uuid,
             "prediction-date": date,
         }
-        if classifier:
+        if classifier and keyed:
+            body["probabilities"] = {str(c): float(p) for c, p in zip(loaded.predictor.classes, proba[i])}
+        elif classifier:
             body["probabilities"] = [float(p) for p in proba[i]]
         name = _label_name(labels, result)
         if name is not None:
@@ -158,6 +176,8 @@ def _lookup(cache: ModelCache, request: PredictionRequest) -> Loaded | Rejected:
         # The registry's database is down: say so instead of failing the whole batch.
         log.warning("reading the registry for %s/%s failed: %s", request.model, request.dataset, exc)
         return Rejected(REGISTRY_UNAVAILABLE, f"the model registry cannot be read right now ({type(exc).__name__})")
+    if request.fields is not None or isinstance(loaded.predictor, EncodedModel):
+        return loaded  # checked field by field against the model's input schema (typed_request)
     expected = loaded.predictor.n_features
     if len(request.features) != expected:
         return Rejected(
@@ -168,6 +188,29 @@ def _lookup(cache: ModelCache, request: PredictionRequest) -> Loaded | Rejected:
     return loaded
 
 
+def typed_request(loaded: Loaded, request: PredictionRequest) -> PredictionRequest | Rejected:
+    """The request with its values in the model's input order, checked field by field; or why it does not fit."""
+    predictor = loaded.predictor
+    where = f"{loaded.model} v{loaded.version} of dataset '{loaded.dataset}'"
+    if not isinstance(predictor, EncodedModel):
+        if request.fields is None:
+            return request
+        return Rejected("bad_field", f"{where} takes its payload as CSV text or an array of numbers, not an object")
+    schema = predictor.schema
+    if request.fields is None:
+        if not schema.numeric:
+            return Rejected("bad_field", f"{where} takes its payload as a JSON object keyed by field name "
+                                         f"({', '.join(schema.names)})")
+        if len(request.features) != len(schema.features):
+            return Rejected("wrong_feature_count", f"payload has {len(request.features)} values; {where} expects "
+                                                   f"{len(schema.features)} features")
+        return request
+    try:
+        return replace(request, features=schema.features_of(request.fields))
+    except Rejected as exc:
+        return exc
+
+
 def resolve(cache: ModelCache, item: Item) -> None:
     """Find the model of a parsed item now, in this thread, so predict_batch never reads the registry for it."""
     if item.request is not None and item.resolved is None:
@@ -176,8 +219,11 @@ def resolve(cache: ModelCache, item: Item) -> None:
 
 def predict_batch(cache: ModelCache, items: Sequence[Item], *,
                   labels: Mapping[str, Mapping[str, str]] | None = None,
-                  now: datetime | None = None) -> list[dict[str, Any]]:
-    """One response per item, in order; one forward pass per (model, dataset, version)."""
+                  now: datetime | None = None, on_unknown: OnUnknown | None = None) -> list[dict[str, Any]]:
+    """One response per item, in order; one forward pass per (model, dataset, version).
+
+    `on_unknown(model, dataset, feature, count)` hears of category values a model never saw (answered anyway).
+    """
     date = (now or datetime.now(timezone.utc)).strftime(DATE_FORMAT)
     responses: list[dict[str, Any] | None] = [None] * len(items)
     groups: dict[tuple[str, str, int], tuple[Loaded, list[int]]] = {}
@@ -186,28 +232,34 @@ def predict_batch(cache: ModelCache, items: Sequence[Item], *,
         request = item.request
         if request is not None and request.id is None:
             # Every answer carries an id, so a Kafka client can match it without the key.
-            request = PredictionRequest(request.model, request.dataset, request.features, request.payload,
-                                        uuid.uuid4().hex, request.version)
+            request = replace(request, id=uuid.uuid4().hex)
         requests.append(request)
         if request is None:
             responses[index] = error_response(item.id, item.error or Rejected("bad_request", "unreadable request"))
             continue
         loaded = item.resolved if item.resolved is not None else _lookup(cache, request)
+        # Kept on the item: recording the answer needs the version's classes.
+        item.resolved = loaded
         if isinstance(loaded, Rejected):
             responses[index] = error_response(request.id, loaded)
             continue
+        request = typed_request(loaded, request)
+        if isinstance(request, Rejected):
+            responses[index] = error_response(requests[index].id, request)
+            continue
+        requests[index] = request
         groups.setdefault(loaded.key, (loaded, []))[1].append(index)
     for loaded, indexes in groups.values():
         dataset_labels = (labels or {}).get(loaded.dataset)
         batch = [requests[i] for i in indexes]
         try:
-            answers = _responses(loaded, batch, date, dataset_labels)
+            answers = _responses(loaded, batch, date, dataset_labels, on_unknown)
         except Exception:
             log.exception("a batch of %d for %s v%d failed; answering row by row", len(batch), loaded.model, loaded.version)
             answers = []
             for request in batch:
                 try:
-                    answers.extend(_responses(loaded, [request], date, dataset_labels))
+                    answers.extend(_responses(loaded, [request], date, dataset_labels, on_unknown))
                 except Exception as exc:
                     answers.append(error_response(request.id, Rejected("prediction_failed", f"{type(exc).__name__}: {exc}")))
         for i, answer in zip(indexes, answers):

@@ -17,6 +17,7 @@ from modelbus.db.events import DUPLICATE, EventStore, Incoming, Outcome, Source
 from modelbus.handlers.follow.isolate import run_isolating
 from modelbus.messages.errors import Rejected
 from modelbus.messages.parse import parse_event
+from modelbus.messages.types import event_id as event_id_of
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ def incoming(raw: bytes, source: Source, max_bytes: int, event_id: str | None = 
         # The parser's own failure: this message must not hold back the others.
         log.exception("ingest: parsing the message at %s failed", source.describe())
         return rejected(raw, source, Rejected("unparseable", f"the message could not be parsed: {type(exc).__name__}"))
-    return Incoming(raw=raw, source=source, event=event, event_id=event.body.get("id") or event_id)
+    return Incoming(raw=raw, source=source, event=event, event_id=event_id_of(event) or event_id)
 
 
 def is_outage(exc: Exception, engine) -> bool:

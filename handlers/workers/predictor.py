@@ -56,12 +56,14 @@ class PredictionWorker:
     """Consumes prediction requests in a consumer group and answers every one, good or bad."""
 
     def __init__(self, config: PredictorConfig, store: EventStore, cache: ModelCache, transport: Transport,
-                 labels: Mapping[str, Mapping[str, str]] | None = None):
+                 labels: Mapping[str, Mapping[str, str]] | None = None, recorder: Any = None):
         self.config = config
         self.store = store
         self.cache = cache
         self.transport = transport
         self.labels = labels
+        # handlers.serving.record.PredictionRecorder (its thread started by the caller), or None.
+        self.recorder = recorder
         self.counts: Counter[str] = Counter()
         self.batches = 0
         self.ready = threading.Event()
@@ -107,6 +109,8 @@ class PredictionWorker:
         # Answers first: a database that cannot take the dead letters right now delays the
         # offset commit, not the good answers.
         self._publish_answers(records, answers)
+        if self.recorder is not None:
+            self.recorder.record(items, answers)
         rejects, reject_keys = [], []
         for record, raw, answer in zip(records, raws, answers):
             if "error" in answer:

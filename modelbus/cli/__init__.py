@@ -1,7 +1,7 @@
 """The `modelbus` command line: every command, registered here and nowhere else."""
 from __future__ import annotations
 
-from modelbus.cli import dashboard, db, demo, events, kafka, models, predict, run, status
+from modelbus.cli import alerts, dashboard, db, demo, events, kafka, models, predict, run, status
 from modelbus.cli.group import main
 
 for command in (
@@ -13,6 +13,7 @@ for command in (
     predict.predict, dashboard.open_dashboard,
     run.worker, run.up, run.api, run.predictor, run.scheduler,
     status.status,
+    alerts.alerts,
 ):
     main.add_command(command)
 

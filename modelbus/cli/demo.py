@@ -28,7 +28,7 @@ _seed = click.option("--seed", default=demo_data.DEFAULT_SEED, show_default=True
 @_rows
 @_seed
 @click.option("--dataset", default="default", show_default=True)
-@click.option("--build", "builds", multiple=True, type=click.Choice(["build_mlp", "build_linear", "build_slr"]),
+@click.option("--build", "builds", multiple=True, type=click.Choice(["build_mlp", "build_dtr", "build_linear", "build_slr"]),
               help="Build commands posted after the rows (repeatable). Default: build_mlp and build_linear.")
 @click.option("--no-build", is_flag=True, help="Post only the rows.")
 @click.pass_context

@@ -18,9 +18,22 @@ VERSION = click.IntRange(1, VERSION_MAX)
 
 
 def _metrics_line(metrics: dict) -> str:
-    keys = ("accuracy", "f1_macro", "log_loss", "r2", "rmse", "mae", "train_size", "test_size", "execution_time")
+    keys = ("accuracy", "f1_macro", "log_loss", "r2", "rmse", "mae", "depth", "leaves", "train_size", "test_size",
+            "execution_time")
     return ", ".join(f"{k} {metrics[k]:.4g}" if isinstance(metrics[k], float) else f"{k} {metrics[k]}"
                      for k in keys if k in metrics)
+
+
+def _live_line(live: dict) -> str:
+    """Live metrics in one line: feedback count, accuracy or MAE/RMSE, the most drifted feature."""
+    parts = [f"{live['feedback_count']} feedback"]
+    for key in ("accuracy", "mae", "rmse"):
+        if live.get(key) is not None:
+            parts.append(f"{key} {live[key]:.4f}")
+    if live.get("drift"):
+        feature, psi = max(live["drift"].items(), key=lambda item: item[1])
+        parts.append(f"drift {feature} PSI {psi:.3f}")
+    return ", ".join(parts)
 
 
 def _version_or_fail(app, model: str, dataset: str, version: int):
@@ -124,12 +137,15 @@ def models(ctx: click.Context, dataset: str | None, model: str | None, show_buil
                 click.echo(f"{b['position']:>8}  {b['requested_at']:%Y-%m-%d %H:%M:%S}  {b['model']:<6} "
                            f"{b['dataset']:<12} {outcome}")
         return
+    from modelbus.handlers.serving.live import live_view
+
     production = registry.aliases(app.engine)
     versions = registry.list_versions(app.engine, model, dataset)
     promotions = registry.automatic_promotions(app.engine, model, dataset)
     for mv in versions:
         is_prod = production.get((mv.model, mv.dataset)) == mv.version
         decided = promotions.get((mv.model, mv.dataset, mv.version))
+        live = live_view(app.engine, mv, app.settings.live_window)
         if as_json:
             click.echo(json.dumps({
                 "model": mv.model, "dataset": mv.dataset, "version": mv.version, "production": is_prod,
@@ -137,7 +153,7 @@ def models(ctx: click.Context, dataset: str | None, model: str | None, show_buil
                 "sha256": mv.sha256, "n_events": mv.n_events, "first_position": mv.first_position,
                 "last_position": mv.last_position, "lineage_digest": mv.lineage_digest,
                 "build_position": mv.build_position, "versions": mv.versions,
-                "created_at": mv.created_at.isoformat(), "promotion": promotion_json(decided),
+                "created_at": mv.created_at.isoformat(), "promotion": promotion_json(decided), "live": live,
             }, sort_keys=True))
         else:
             click.echo(f"{'*' if is_prod else ' '} {mv.model:<6} {mv.dataset:<12} v{mv.version:<4} "
@@ -145,6 +161,8 @@ def models(ctx: click.Context, dataset: str | None, model: str | None, show_buil
                        f"{_metrics_line(mv.metrics)}")
             if decided is not None and decided["status"] != "moved":
                 click.echo(f"{'':<8}not promoted: {decided['reason']}")
+            if live["feedback_count"] or live["drift"]:
+                click.echo(f"{'':<8}live: {_live_line(live)}")
     if not as_json:
         click.echo(f"{len(versions)} versions", err=True)
 
