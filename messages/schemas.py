@@ -126,6 +126,10 @@ Timestamp = Annotated[
 
 
 # Event time of a raw event: ISO 8601 with an offset, or epoch milliseconds; kept as milliseconds.
+# The JSON Schema's pattern is narrower than what the parser reads (datetime.fromisoformat with an
+# offset): years 1000 to 9999, days up to 28, so that every string it admits is a valid time.
+ISO_TIME_PATTERN = (r"^[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+                    r"(\.[0-9]{1,6})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 EVENT_TIME_MIN_MS = (datetime(1, 1, 1, tzinfo=timezone.utc) - _EPOCH) // timedelta(milliseconds=1)
 EVENT_TIME_MAX_MS = (datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=timezone.utc) - _EPOCH) // timedelta(milliseconds=1)
@@ -150,14 +154,17 @@ def event_time_ms(value: Any) -> int:
         raise Rejected("bad_field", f"field 'ts' '{shorten(value, 40)}' is not an ISO 8601 time") from None
     if moment.tzinfo is None:
         raise Rejected("bad_field", f"field 'ts' '{shorten(value, 40)}' has no UTC offset (add Z or +hh:mm)")
-    return (moment - _EPOCH) // timedelta(milliseconds=1)
+    ms = (moment - _EPOCH) // timedelta(milliseconds=1)
+    if not EVENT_TIME_MIN_MS <= ms <= EVENT_TIME_MAX_MS:
+        raise Rejected("out_of_range", f"field 'ts' '{shorten(value, 40)}' is outside years 1 to 9999 in UTC")
+    return ms
 
 
 EventTime = Annotated[
     int,
     PlainValidator(lambda value: event_time_ms(value),
                    json_schema_input_type=Union[Annotated[int, Field(ge=EVENT_TIME_MIN_MS, le=EVENT_TIME_MAX_MS)],
-                                                Annotated[str, StringConstraints(max_length=64)]]),
+                                                Annotated[str, StringConstraints(pattern=ISO_TIME_PATTERN)]]),
     Field(description="Event time: ISO 8601 with an offset (\"2026-11-23T10:00:03Z\") or epoch milliseconds.",
           examples=["2026-11-23T10:00:03Z", 1795428003000]),
 ]

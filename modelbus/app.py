@@ -14,7 +14,7 @@ from modelbus.db.engine import DbTimeouts, is_sqlite, make_engine
 from modelbus.db.events import EventStore, Schemas
 from modelbus.db.migrate import upgrade
 from modelbus.handlers.log.base import Handler
-from modelbus.messages.jsonutil import canonical_json
+from modelbus.messages.jsonutil import canonical_json, compact_json
 from modelbus.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ class App:
         """One window handler per shard this process follows (none without declared windows).
 
         `sinks` (handlers.log.windows.WindowSink) are told about every committed closed window;
-        by default window_topic's publisher. Predicting closed windows with their `model` plugs in here.
+        by default window_topic's publisher and, when a window names a model, its predictor.
         """
         from modelbus.handlers.log.windows import TopicSink, WindowHandler
 
@@ -152,8 +152,26 @@ class App:
             return []
         if sinks is None:
             sinks = [TopicSink(self.publish_window, self.transport.flush, s.windows)]
+            if any(w.model for w in s.windows):
+                sinks.append(self.window_predictor())
         return [WindowHandler(s.windows, shard=shard, shards=s.window_shards, sinks=sinks)
                 for shard in s.owned_window_shards]
+
+    def window_predictor(self):
+        """Predicts closed windows with their model, records and publishes the answers (handlers.serving.windows)."""
+        from modelbus.handlers.serving.cache import ModelCache
+        from modelbus.handlers.serving.predict import dataset_labels
+        from modelbus.handlers.serving.registry import DbRegistry
+        from modelbus.handlers.serving.windows import WindowPredictor
+
+        return WindowPredictor(ModelCache(DbRegistry(self.engine)), self.settings.windows, self.publish_answer,
+                               recorder=self.recorder(self.engine), labels=dataset_labels(self.settings.datasets))
+
+    def publish_answer(self, answer: dict) -> None:
+        """Put one answer on prediction_response_topic, keyed by its id, as the predictor does."""
+        self.transport.publish(self.settings.topics.prediction_responses, compact_json(answer).encode(),
+                               key=str(answer.get("id") or "").encode())
+        self.transport.flush()
 
     def publish_window(self, message: bytes, key: bytes) -> None:
         """Put one closed window on window_topic, keyed by its key (flushed once per batch)."""

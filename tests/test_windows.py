@@ -180,6 +180,7 @@ def test_raw_events_are_parsed_strictly():
         "text": ({"type": "raw", "stream": "s", "key": "k", "ts": "yesterday"}, "bad_field"),
         "fraction": ({"type": "raw", "stream": "s", "key": "k", "ts": 1.5}, "bad_field"),
         "range": ({"type": "raw", "stream": "s", "key": "k", "ts": 2**62}, "out_of_range"),
+        "year 0": ({"type": "raw", "stream": "s", "key": "k", "ts": "0001-01-01T00:00:00+01:00"}, "out_of_range"),
         "nested": ({"type": "raw", "stream": "s", "key": "k", "ts": 1, "fields": {"a": [1]}}, "bad_field"),
         "null": ({"type": "raw", "stream": "s", "key": "k", "ts": 1, "fields": {"a": None}}, "bad_field"),
         "padded key": ({"type": "raw", "stream": "s", "key": "k ", "ts": 1}, "bad_field"),
@@ -418,3 +419,46 @@ def test_stop_mid_stream_loses_nothing(windows_app):
         windows_app.window_handlers(sinks=[])[0].reset(conn)
     replay_handler(windows_app.store, windows_app.window_handlers(sinks=[])[0], progress=False)
     assert table_rows(windows_app) == resumed
+
+
+def test_a_window_with_a_model_predicts_every_closed_window_and_alert_rules_apply(mysql_db):
+    """Seed 003's case: closed windows predicted by the production model, recorded, and a rule on the
+    prediction (above a threshold) fires for the windows it should."""
+    from modelbus.db import alerts, predictions
+
+    spec = {"name": "activity", "stream": "pageviews", "kind": "tumbling", "size": "10m", "grace": "1m",
+            "aggregates": [{"name": "views", "fn": "count"},
+                           {"name": "main_page_views", "fn": "count", "where": {"field": "event", "equals": "main_page"}}],
+            "dataset": "activity", "model": "linear"}
+    rule = {"name": "busy", "model": "linear", "dataset": "activity", "on": "prediction", "above": 6.5}
+    app = App(Settings(database_url=mysql_db, windows=[spec], alerts=[rule], datasets={"activity": {"features": 2}}))
+    # The model: a window's views (the label) from its views and main page views.
+    rng = random.Random(3)
+    training = [{"type": "training", "dataset": "activity", "payload": [n, m, n]}
+                for n, m in ((rng.randrange(1, 20), rng.randrange(0, 5)) for _ in range(200))]
+    app.publisher.post([*training, {"type": "command", "payload": "build_linear", "dataset": "activity"}], "cli")
+    for _ in range(2):  # the build, then the promotion it appended
+        for handler in app.handlers():
+            if not isinstance(handler, WindowHandler):
+                follower = Follower(app.store, handler)
+                follower.catch_up()
+                follower.release()
+    assert app.store.registry.production("linear", "activity") is not None
+    answers: list[dict[str, Any]] = []
+    app.transport.subscribe(app.settings.topics.prediction_responses, lambda value, key: answers.append(json.loads(value)))
+    views = page_views(users=10, hours=1)
+    app.publisher.post(views, "cli")
+    run_windows(app, app.window_handlers()[0])
+    closed = {(k, s): v for (k, s, _e), v in brute_force(views, {**spec, "kind": "tumbling"}).items()}
+    assert len(answers) == len(closed) > 20
+    by_id = {a["id"]: a for a in answers}
+    for (key, start), values in closed.items():
+        answer = by_id[f"window:activity:{key}:{start}"]
+        assert answer["model"] == "linear" and answer["dataset"] == "activity"
+        assert answer["result"] == pytest.approx(values[0], abs=1e-6)
+    recorded = predictions.listed(app.engine, model="linear", dataset="activity", limit=1000)
+    assert {p["id"] for p in recorded} == set(by_id)
+    fired = {a["subject"] for a in alerts.listed(app.engine, rule="busy", limit=1000)}
+    expected = {f"window:activity:{key}:{start}" for (key, start), values in closed.items() if values[0] > 6.5}
+    assert fired == expected and expected
+    app.close()
