@@ -148,6 +148,25 @@ class _Aggregate:
         return stored
 
 
+def _fold(accs: list[Any], plan: list[tuple[int, int, Any]]) -> None:
+    """Add one event's values to a window's accumulators (_Aggregate.fold, inlined: it runs per event and window)."""
+    for i, code, value in plan:
+        if code == _ADD:
+            accs[i] += value
+        elif code == _MIN:
+            if accs[i] is None or value < accs[i]:
+                accs[i] = value
+        elif code == _MAX:
+            if accs[i] is None or value > accs[i]:
+                accs[i] = value
+        elif code == _AVG:
+            acc = accs[i]
+            acc[0] += 1
+            acc[1] += value
+        else:
+            accs[i].add(value)
+
+
 class _Slot:
     """One open window of one key: its bounds and accumulators."""
 
@@ -193,52 +212,31 @@ class WindowState:
     def add(self, key: str, ts: int, fields: dict[str, Any], watermark: int) -> None:
         """Count one event of an owned key; `watermark` is this window's before the event."""
         values = [contribution(fields) for contribution in self.contributions]
+        # What the event adds, once: (accumulator, how, value) without the aggregates it skips.
+        plan = [(i, code, values[i]) for i, code in self.codes if values[i] is not _SKIP]
         if self.session:
-            self._add_session(key, ts, values, watermark)
+            self._add_session(key, ts, plan, watermark)
             return
         slots = self.keys.get(key)
         if slots is None:
             slots = self.keys[key] = {}
-        start = ts - ts % self.advance
-        late = False
-        while start > ts - self.size:
-            end = start + self.size
+        size, advance = self.size, self.advance
+        start = ts - ts % advance
+        while start > ts - size:
+            end = start + size
             if end <= watermark:
-                late = True
-            else:
-                slot = slots.get(start)
-                if slot is None:
-                    slot = slots[start] = _Slot(start, end, [a.empty() for a in self.aggregates])
-                    heapq.heappush(self.heap, (end, key, start))
-                self._fold(slot, values)
-            start -= self.advance
-        if late:
-            self.late += 1
+                # Earlier windows end earlier: closed too.
+                self.late += 1
+                break
+            slot = slots.get(start)
+            if slot is None:
+                slot = slots[start] = _Slot(start, end, [a.empty() for a in self.aggregates])
+                heapq.heappush(self.heap, (end, key, start))
+            _fold(slot.accs, plan)
+            start -= advance
         self.touched.add(key)
 
-    def _fold(self, slot: _Slot, values: list[Any]) -> None:
-        # Inlined _Aggregate.fold: this runs once per event and window it falls in.
-        accs = slot.accs
-        for i, code in self.codes:
-            value = values[i]
-            if value is _SKIP:
-                continue
-            if code == _ADD:
-                accs[i] += value
-            elif code == _MIN:
-                if accs[i] is None or value < accs[i]:
-                    accs[i] = value
-            elif code == _MAX:
-                if accs[i] is None or value > accs[i]:
-                    accs[i] = value
-            elif code == _AVG:
-                acc = accs[i]
-                acc[0] += 1
-                acc[1] += value
-            else:
-                accs[i].add(value)
-
-    def _add_session(self, key: str, ts: int, values: list[Any], watermark: int) -> None:
+    def _add_session(self, key: str, ts: int, plan: list[tuple[int, int, Any]], watermark: int) -> None:
         gap = self.gap
         if ts + gap <= watermark:
             self.late += 1
@@ -253,7 +251,7 @@ class WindowState:
             # The common case: the event falls in or next to one session; folding it there gives
             # what merging a session of this one event would.
             slot = joined[0]
-            self._fold(slot, values)
+            _fold(slot.accs, plan)
             if ts < slot.start:
                 del slots[slot.start]
                 slot.start = ts
@@ -262,7 +260,7 @@ class WindowState:
                 slot.end = ts
         else:
             slot = _Slot(ts, ts, [a.empty() for a in self.aggregates])
-            self._fold(slot, values)
+            _fold(slot.accs, plan)
             for other in sorted(joined, key=lambda s: s.start):
                 slot.start = min(slot.start, other.start)
                 slot.end = max(slot.end, other.end)

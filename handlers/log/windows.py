@@ -82,7 +82,7 @@ class WindowHandler(Handler):
 
     event_type = "raw"
     # Larger batches touch each key fewer times per event: fewer open-window rows to rewrite.
-    batch_size = 20000
+    batch_size = 50000
 
     def __init__(self, specs: Sequence[WindowSpec], *, shard: int = 0, shards: int = 1,
                  sinks: Sequence[WindowSink] = ()):
