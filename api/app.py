@@ -7,7 +7,19 @@ from flask import Flask, Response, g, request
 
 from modelbus.api.context import BATCH_BODY_FACTOR, EXTENSION, ApiParts
 from modelbus.api.errors import register_error_handlers
-from modelbus.api.routes import actions, dashboard, datasets, events, feeds, models, monitoring, ops, predict, schemas
+from modelbus.api.routes import (
+    actions,
+    dashboard,
+    datasets,
+    events,
+    feeds,
+    models,
+    monitoring,
+    ops,
+    predict,
+    schemas,
+    windows,
+)
 from modelbus.api.sampler import EXTENSION as SAMPLER
 from modelbus.api.sampler import Sampler
 from modelbus.api.verify_jobs import EXTENSION as VERIFY_JOBS
@@ -46,7 +58,7 @@ def create_app(parts: ApiParts) -> Flask:
 
     register_error_handlers(flask_app)
     for blueprint in (predict.bp, events.bp, models.bp, monitoring.bp, datasets.bp, ops.bp, schemas.bp, feeds.bp,
-                      actions.bp, dashboard.bp):
+                      actions.bp, dashboard.bp, windows.bp):
         flask_app.register_blueprint(blueprint)
     return flask_app
 

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from flask import current_app
 
 from modelbus.commands.publish import EventPublisher
 from modelbus.db.events import EventStore
 from modelbus.messages.datasets import InputSchema
+from modelbus.messages.windows import WindowSpec
 
 # A list body (many events or many predictions) may hold this many messages' worth of bytes.
 BATCH_BODY_FACTOR = 64
@@ -29,6 +30,7 @@ class ApiConfig:
     # Values (features plus label) of each declared dataset, and the typed fields of those that declare them.
     widths: Mapping[str, int] = field(default_factory=dict)
     typed: Mapping[str, InputSchema] = field(default_factory=dict)
+    windows: Sequence[WindowSpec] = ()
 
 
 @dataclass

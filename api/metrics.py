@@ -7,7 +7,7 @@ import time
 from typing import Any, Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from modelbus.commands.kafka import KafkaConfig
 from modelbus.db.breaker import DatabaseUnavailable
@@ -47,6 +47,12 @@ class StoreCollector:
         except Exception:
             log.exception("metrics: reading the event store failed")
         try:
+            yield from self._window_metrics()
+        except DatabaseUnavailable:
+            pass
+        except Exception:
+            log.exception("metrics: reading the window counters failed")
+        try:
             yield from self._registry_metrics()
         except DatabaseUnavailable:
             pass
@@ -65,6 +71,15 @@ class StoreCollector:
                     "modelbus_ingest_lag_messages", "Messages on event_topic not yet committed by the ingest group.",
                     value=value,
                 )
+
+    def _window_metrics(self):
+        from modelbus.db import windows
+
+        family = CounterMetricFamily("modelbus_window_late_events",
+                                     "Raw events that arrived for an already-closed window, by window.", labels=["window"])
+        for window, late in sorted(windows.late_counts(self.store.engine).items()):
+            family.add_metric([window], late)
+        yield family
 
     def _registry_metrics(self):
         from modelbus.db import registry

@@ -11,6 +11,7 @@ from modelbus.api.assets import ASSETS
 from modelbus.api.schemas import names as schema_names
 from modelbus.messages import http
 from modelbus.messages.schemas import (
+    DATASET_PATTERN,
     Dataset,
     ErrorAnswer,
     Event,
@@ -272,6 +273,13 @@ def openapi_document(token_required: bool = False) -> dict[str, Any]:
                           **c.errors(400, 404, 503)},
         },
     }
+    paths["/api/windows/{name}"] = {"get": {
+        "summary": "Closed windows of a declared window (feature rows), ordered by end, key and start, with its status",
+        "tags": ["windows"],
+        "parameters": [_path("name", "The window's name, as declared in [[windows]].",
+                             {"type": "string", "pattern": DATASET_PATTERN}), *c.query(http.WindowQuery)],
+        "responses": {"200": c.json(http.WindowPage, "A page of closed windows"), **c.errors(400, 404, 503)},
+    }}
     paths["/api/dashboard/overview"] = {"get": {
         "summary": "The overview page's data: log head, handlers, build queue, builds, dead letters by reason, "
                    "models, and the series this process sampled (log head, ingest and prediction rates, lag)",

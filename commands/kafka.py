@@ -24,6 +24,7 @@ class Topics(BaseModel):
     model_updates: str = "model_update_topic"
     build_outcomes: str = "build_outcome_topic"
     alerts: str = "alert_topic"
+    windows: str = "window_topic"
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ def all_topics(config: KafkaConfig) -> list[str]:
     """Every topic modelbus uses."""
     t = config.topics
     return [t.events, t.prediction_requests, t.prediction_responses, t.errors, t.model_updates, t.build_outcomes,
-            t.alerts]
+            t.alerts, t.windows]
 
 
 def _create(client, config: KafkaConfig, names: list[str], partitions: int) -> list[str]:

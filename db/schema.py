@@ -128,6 +128,47 @@ training_records = Table(
     **_MYSQL,
 )
 
+# --- windows over raw events (issue 13) ----------------------------------------------------
+
+# One row per window handler (a shard of the keys): the streams' largest ts, late and closed
+# counts per window, and a token that changes with every batch, so a handler that finds another
+# token than its own knows its in-memory windows are stale and reloads them.
+window_shards = Table(
+    "window_shards",
+    metadata,
+    Column("handler", String(64), primary_key=True),
+    Column("token", BigInteger, nullable=False),
+    Column("watermarks", Text, nullable=False),
+    Column("counters", Text, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+    **_MYSQL,
+)
+
+# The open windows of one key, as JSON: {window: [[start, end, [accumulators]], ...]}.
+window_open = Table(
+    "window_open",
+    metadata,
+    Column("handler", String(64), primary_key=True),
+    Column("key", String(128), primary_key=True),
+    Column("state", LongText, nullable=False),
+    **_MYSQL,
+)
+
+# One row per closed window: key, bounds (epoch ms) and the aggregates in declared order (JSON).
+# Keyed in close order (a window's end only grows as its watermark does), so inserts append.
+window_rows = Table(
+    "window_rows",
+    metadata,
+    Column("window", String(64), primary_key=True),
+    Column("end_ms", BigInteger, primary_key=True, autoincrement=False),
+    Column("key", String(128), primary_key=True),
+    Column("start_ms", BigInteger, primary_key=True, autoincrement=False),
+    Column("handler", String(64), nullable=False),
+    Column("aggregates", LongText, nullable=False),
+    Index("ix_window_rows_key", "window", "key", "start_ms"),
+    **_MYSQL,
+)
+
 # --- the model registry (issue 3) ---------------------------------------------------------
 
 

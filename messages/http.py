@@ -2,9 +2,9 @@
 through these models and the OpenAPI document is generated from them."""
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from modelbus.messages.schemas import (
     Answer,
@@ -14,12 +14,16 @@ from modelbus.messages.schemas import (
     ModelKind,
     ModelVersionView,
     RequestId,
+    StreamKey,
     Version,
+    matching,
 )
 from modelbus.messages.text import INT64_MAX
 from modelbus.messages.types import COMMANDS
 
 MAX_PAGE = 1000
+# A window page's cursor: end_ms:start_ms:key of the last row of the page before.
+WINDOW_CURSOR = r"^-?[0-9]{1,18}:-?[0-9]{1,18}:[\s\S]+$"
 DEFAULT_PAGE = 100
 
 
@@ -40,10 +44,20 @@ class PageQuery(Query):
 class EventQuery(PageQuery):
     """Filters of GET /api/events."""
 
-    type: Optional[Literal["training", "command", "feedback"]] = Field(None, description="Only events of this type.")
-    name: Optional[Literal[("training", *COMMANDS, "feedback")]] = Field(  # type: ignore[valid-type]
-        None, description="Only events of this name (a command's payload, or training).")
-    dataset: Optional[Dataset] = Field(None, description="Only events of this dataset.")
+    type: Optional[Literal["training", "command", "feedback", "raw"]] = Field(None, description="Only events of this type.")
+    name: Optional[Literal[("training", *COMMANDS, "feedback", "raw")]] = Field(  # type: ignore[valid-type]
+        None, description="Only events of this name (a command's payload, training, feedback or raw).")
+    dataset: Optional[Dataset] = Field(None, description="Only events of this dataset (a raw event's stream).")
+
+
+class WindowQuery(Query):
+    """A page of a window's closed rows, ordered by end, key and start."""
+
+    key: Optional[StreamKey] = Field(None, description="Only this key's windows.")
+    after: Optional[Annotated[str, StringConstraints(min_length=1, max_length=200), matching(
+        WINDOW_CURSOR, "query parameter 'after' must be the `next` of a previous page, got '{value}'")]] = Field(
+        None, description="Return rows after this cursor: `next` of the previous page.")
+    limit: int = Field(DEFAULT_PAGE, ge=1, le=MAX_PAGE, description="Page size.")
 
 
 class AlertQuery(Query):
@@ -102,12 +116,45 @@ class EventRecord(Answer):
 
     position: int
     id: Optional[str]
-    type: Literal["training", "command", "feedback"]
+    type: Literal["training", "command", "feedback", "raw"]
     name: str
     dataset: str
     source: str
     received_at: str
     event: dict[str, Any] = Field(description="The event as stored (canonical JSON, dataset filled in).")
+
+
+class WindowRow(Answer):
+    """One closed window: its key, bounds and aggregates in declared order (also on window_topic)."""
+
+    window: str
+    dataset: str = Field(description="The dataset these rows are feature rows of.")
+    key: str
+    start: str = Field(description="Window start, ISO 8601 UTC (a session's first event).", examples=["2026-11-23T10:00:00.000Z"])
+    end: str = Field(description="Window end, ISO 8601 UTC: exclusive for tumbling and hopping, a session's last event.")
+    start_ms: int
+    end_ms: int
+    columns: list[str] = Field(description="The aggregates' names, in declared order.")
+    values: list[Optional[Union[float, int]]] = Field(
+        description="The aggregates in declared order; null for min, max or avg of no value.")
+
+
+class WindowStatusView(Answer):
+    """Where a window stands, over every shard."""
+
+    kind: Literal["tumbling", "hopping", "session"]
+    stream: str
+    watermark: Optional[str] = Field(description="The stream's largest ts minus the grace (ISO 8601); null before any event.")
+    closed: int = Field(description="Windows closed (rows).")
+    late_events: int = Field(description="Events that arrived for an already-closed window (counted, not dropped silently).")
+
+
+class WindowPage(Answer):
+    """A page of a window's closed rows, and its status."""
+
+    rows: list[WindowRow]
+    next: Optional[str] = Field(description="`after` of the next page; null at the end.")
+    status: WindowStatusView
 
 
 class EventPage(Answer):

@@ -17,13 +17,23 @@ from modelbus.messages.schemas import (
     BuildCommand,
     FeedbackEvent,
     PromoteCommand,
+    RawEvent,
     TrainingEvent,
 )
 from modelbus.messages.schemas import (
     PredictionRequest as RequestMessage,
 )
 from modelbus.messages.text import INT64_MAX, INT64_MIN, json_type, shorten
-from modelbus.messages.types import ANY_DATASET, DEFAULT_DATASET, Command, Event, Feedback, PredictionRequest, Training
+from modelbus.messages.types import (
+    ANY_DATASET,
+    DEFAULT_DATASET,
+    Command,
+    Event,
+    Feedback,
+    PredictionRequest,
+    Raw,
+    Training,
+)
 from modelbus.messages.values import parse_values
 
 __all__ = [
@@ -67,6 +77,9 @@ def parse_event_obj(obj: Any, *, system: bool = False) -> Event:
     if kind == "feedback":
         feedback = _validate(FeedbackEvent, obj, context)
         return Feedback(prediction_id=feedback.id, label=feedback.label, dataset=feedback.dataset or ANY_DATASET, body=obj)
+    if kind == "raw":
+        raw = _validate(RawEvent, obj, context)
+        return Raw(stream=raw.stream, key=raw.key, ts_ms=raw.ts, fields=raw.fields, body=obj)
     if kind != "command":
         raise name_rejected("type", kind, UNKNOWN_TYPE)
     name = obj.get("payload")

@@ -9,6 +9,7 @@ rules is refused for the first.
 from __future__ import annotations
 
 import math
+from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any, ClassVar, Literal, Mapping, Optional, Union
 
 from pydantic import (
@@ -25,7 +26,7 @@ from pydantic import (
 )
 
 from modelbus.messages.errors import PATTERN_MESSAGES, Rejected, int64_range_error
-from modelbus.messages.text import INT64_MAX, INT64_MIN, field_name, int_text, json_type
+from modelbus.messages.text import INT64_MAX, INT64_MIN, field_name, int_text, json_type, shorten, shown
 from modelbus.messages.types import BUILD_COMMANDS, COMMANDS, MODEL_KINDS
 from modelbus.messages.values import MAX_VALUES, PLAIN_NUMBER, SPACE, parse_values
 
@@ -121,6 +122,114 @@ Timestamp = Annotated[
     Any,
     PlainValidator(_ts, json_schema_input_type=Union[float, Annotated[str, StringConstraints(max_length=64)]]),
     Field(description="Event time, kept as given: a string, or a finite number (an integer within signed 64-bit)."),
+]
+
+
+# Event time of a raw event: ISO 8601 with an offset, or epoch milliseconds; kept as milliseconds.
+# The JSON Schema's pattern is narrower than what the parser reads (datetime.fromisoformat with an
+# offset): years 1000 to 9999, days up to 28, so that every string it admits is a valid time.
+ISO_TIME_PATTERN = (r"^[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+                    r"(\.[0-9]{1,6})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$")
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EVENT_TIME_MIN_MS = (datetime(1, 1, 1, tzinfo=timezone.utc) - _EPOCH) // timedelta(milliseconds=1)
+EVENT_TIME_MAX_MS = (datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=timezone.utc) - _EPOCH) // timedelta(milliseconds=1)
+
+
+def event_time_ms(value: Any) -> int:
+    """A raw event's `ts` as epoch milliseconds: an ISO 8601 string with an offset, or an integer of milliseconds."""
+    value = _integral(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not EVENT_TIME_MIN_MS <= value <= EVENT_TIME_MAX_MS:
+            raise Rejected("out_of_range", f"field 'ts' is {int_text(value)} ms, outside years 1 to 9999")
+        return value
+    if isinstance(value, float):
+        raise Rejected("bad_field", f"field 'ts' must be whole epoch milliseconds, got {shown(value)}")
+    if not isinstance(value, str):
+        raise Rejected("bad_field", f"field 'ts' must be an ISO 8601 string or epoch milliseconds, got {json_type(value)}")
+    if len(value) > 64:
+        raise Rejected("bad_field", f"field 'ts' must have at most 64 characters, got {len(value)}")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise Rejected("bad_field", f"field 'ts' '{shorten(value, 40)}' is not an ISO 8601 time") from None
+    if moment.tzinfo is None:
+        raise Rejected("bad_field", f"field 'ts' '{shorten(value, 40)}' has no UTC offset (add Z or +hh:mm)")
+    ms = (moment - _EPOCH) // timedelta(milliseconds=1)
+    if not EVENT_TIME_MIN_MS <= ms <= EVENT_TIME_MAX_MS:
+        raise Rejected("out_of_range", f"field 'ts' '{shorten(value, 40)}' is outside years 1 to 9999 in UTC")
+    return ms
+
+
+EventTime = Annotated[
+    int,
+    PlainValidator(lambda value: event_time_ms(value),
+                   json_schema_input_type=Union[Annotated[int, Field(ge=EVENT_TIME_MIN_MS, le=EVENT_TIME_MAX_MS)],
+                                                Annotated[str, StringConstraints(pattern=ISO_TIME_PATTERN)]]),
+    Field(description="Event time: ISO 8601 with an offset (\"2026-11-23T10:00:03Z\") or epoch milliseconds.",
+          examples=["2026-11-23T10:00:03Z", 1795428003000]),
+]
+
+MAX_RAW_FIELDS = 100
+MAX_FIELD_TEXT = 1024
+FIELD_NAME_MAX = 64
+
+
+def _raw_fields(value: Any, info: ValidationInfo) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise Rejected("bad_field", f"field 'fields' must be an object, got {json_type(value)}")
+    if len(value) > MAX_RAW_FIELDS:
+        raise Rejected("bad_field", f"field 'fields' has {len(value)} fields; the limit is {MAX_RAW_FIELDS}")
+    for name, item in value.items():
+        where = f"field 'fields.{field_name(name)}'"
+        if not 0 < len(name) <= FIELD_NAME_MAX:
+            raise Rejected("bad_field", f"field names in 'fields' must have 1 to {FIELD_NAME_MAX} characters, got {len(name)}")
+        if isinstance(item, bool):
+            continue
+        if isinstance(item, int):
+            if not INT64_MIN <= item <= INT64_MAX and not _system(info):
+                raise int64_range_error(where, int_text(item))
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise Rejected("not_finite", f"{where} {item} is not a finite number")
+        elif isinstance(item, str):
+            if len(item) > MAX_FIELD_TEXT:
+                raise Rejected("bad_field", f"{where} must have at most {MAX_FIELD_TEXT} characters, got {len(item)}")
+        else:
+            raise Rejected("bad_field", f"{where} must be a number, a string or a boolean, got {json_type(item)}")
+    return value
+
+
+_FieldValue = Union[bool, float, Annotated[str, StringConstraints(max_length=MAX_FIELD_TEXT)]]
+RawFields = Annotated[
+    dict[str, Any],
+    PlainValidator(_raw_fields, json_schema_input_type=Annotated[
+        dict[Annotated[str, StringConstraints(min_length=1, max_length=FIELD_NAME_MAX)], _FieldValue],
+        Field(max_length=MAX_RAW_FIELDS)]),
+    Field(description="Flat fields: numbers (integers within signed 64-bit), strings or booleans; no nesting, no null."),
+]
+
+
+def _window_key(value: str) -> str:
+    # MySQL compares keys with PAD SPACE: "u1" and "u1 " would be one window there and two here.
+    if value != value.strip():
+        raise Rejected("bad_field", "field 'key' must not begin or end with whitespace")
+    return value
+
+
+StreamKey = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_ID_CHARS),
+    AfterValidator(_window_key),
+    Field(description="What windows group by (a user id): no leading or trailing whitespace.",
+          json_schema_extra={"pattern": ID_PATTERN}),
+]
+# The dataset rule, written apart so errors name a stream (patterns key their messages).
+STREAM_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+Stream = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=64),
+    matching(STREAM_PATTERN, "stream '{value}' must be letters, digits, '_', '.' or '-' and start with a letter or digit"),
+    Field(description="The stream the event belongs to; windows are declared per stream.", examples=["pageviews"]),
 ]
 
 
@@ -227,7 +336,7 @@ def _no_params(value: Any) -> None:
 
 _UNKNOWN_COMMAND = ("unknown_command", f"command '{{value}}' is unknown (known: {', '.join(sorted(COMMANDS))})")
 _UNKNOWN_MODEL = ("unknown_model", f"model '{{value}}' is unknown (known: {', '.join(sorted(MODEL_KINDS))})")
-UNKNOWN_TYPE = ("unknown_type", "type '{value}' is unknown (expected 'training', 'command' or 'feedback')")
+UNKNOWN_TYPE = ("unknown_type", "type '{value}' is unknown (expected 'training', 'command', 'feedback' or 'raw')")
 
 
 class Message(BaseModel):
@@ -333,15 +442,30 @@ class FeedbackEvent(Message):
     ts: Optional[Timestamp] = None
 
 
+class RawEvent(Message):
+    """A raw event of a stream, the input of windows (event_topic, POST /api/events)."""
+
+    model_config = ConfigDict(title="RawEvent", json_schema_extra={"examples": [
+        {"type": "raw", "stream": "pageviews", "key": "u1", "ts": "2026-11-23T10:00:03Z",
+         "fields": {"event": "product_page", "amount": 3.5}}]})
+    what: ClassVar[str] = "a raw event"
+    unknown_before: ClassVar[Optional[str]] = "stream"
+
+    type: Literal["raw"]
+    id: Optional[EventId] = None
+    stream: Stream
+    key: StreamKey
+    ts: EventTime
+    fields: RawFields = Field(default_factory=dict)
+
+
 def event_tag(value: Any) -> Optional[str]:
     """Which event model a message is, by its type (and a command's payload)."""
     if not isinstance(value, dict):
         return None
     kind = value.get("type")
-    if kind == "training":
-        return "training"
-    if kind == "feedback":
-        return "feedback"
+    if kind in ("training", "feedback", "raw"):
+        return kind
     if kind == "command":
         name = value.get("payload")
         return "promote" if name == "promote" else "build"
@@ -350,7 +474,8 @@ def event_tag(value: Any) -> Optional[str]:
 
 Event = Annotated[
     Union[Annotated[TrainingEvent, Tag("training")], Annotated[BuildCommand, Tag("build")],
-          Annotated[PromoteCommand, Tag("promote")], Annotated[FeedbackEvent, Tag("feedback")]],
+          Annotated[PromoteCommand, Tag("promote")], Annotated[FeedbackEvent, Tag("feedback")],
+          Annotated[RawEvent, Tag("raw")]],
     Discriminator(event_tag),
 ]
 
@@ -561,6 +686,7 @@ MESSAGES: dict[str, Any] = {
     "training_event": TrainingEvent,
     "build_command": BuildCommand,
     "promote_command": PromoteCommand,
+    "raw_event": RawEvent,
     "prediction_request": PredictionRequest,
     "prediction": Prediction,
     "prediction_error": PredictionError,

@@ -1,4 +1,4 @@
-"""Typed messages of the bus: training records, commands and prediction requests."""
+"""Typed messages of the bus: training records, commands, raw events and prediction requests."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -81,7 +81,26 @@ class Feedback:
 ANY_DATASET = ""
 
 
-Event = Training | Command | Feedback
+@dataclass(slots=True)
+class Raw:
+    """A raw event of a stream: a key, its event time in epoch milliseconds, and flat fields."""
+
+    stream: str
+    key: str
+    ts_ms: int
+    fields: dict[str, Any]
+    body: dict[str, Any] = field(compare=False, repr=False)
+
+    type = "raw"
+    name = "raw"
+
+    @property
+    def dataset(self) -> str:
+        """The log's dataset column holds a raw event's stream (reads filter on it)."""
+        return self.stream
+
+
+Event = Training | Command | Feedback | Raw
 
 
 def event_id(event: Event) -> str | None:

@@ -14,7 +14,7 @@ from modelbus.db.engine import DbTimeouts, is_sqlite, make_engine
 from modelbus.db.events import EventStore, Schemas
 from modelbus.db.migrate import upgrade
 from modelbus.handlers.log.base import Handler
-from modelbus.messages.jsonutil import canonical_json
+from modelbus.messages.jsonutil import canonical_json, compact_json
 from modelbus.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ class App:
                                                 notify=self.publish_model_update,
                                                 announce=self.publish_build_outcome,
                                                 min_test_rows=self.settings.promotion_min_test_rows),
-                FeedbackJoin(self.feedback_config, self.store.schemas)]
+                FeedbackJoin(self.feedback_config, self.store.schemas), *self.window_handlers()]
 
     @property
     def feedback_config(self):
@@ -138,6 +138,44 @@ class App:
         """Announce a new alert on alert_topic, keyed by its rule."""
         self.transport.publish(self.settings.topics.alerts, canonical_json(alert).encode(), key=alert["rule"].encode())
         self.transport.flush()
+
+    def window_handlers(self, sinks: list | None = None) -> list[Handler]:
+        """One window handler per shard this process follows (none without declared windows).
+
+        `sinks` (handlers.log.windows.WindowSink) are told about every committed closed window;
+        by default window_topic's publisher and, when a window names a model, its predictor.
+        """
+        from modelbus.handlers.log.windows import TopicSink, WindowHandler
+
+        s = self.settings
+        if not s.windows:
+            return []
+        if sinks is None:
+            sinks = [TopicSink(self.publish_window, self.transport.flush, s.windows)]
+            if any(w.model for w in s.windows):
+                sinks.append(self.window_predictor())
+        return [WindowHandler(s.windows, shard=shard, shards=s.window_shards, sinks=sinks)
+                for shard in s.owned_window_shards]
+
+    def window_predictor(self):
+        """Predicts closed windows with their model, records and publishes the answers (handlers.serving.windows)."""
+        from modelbus.handlers.serving.cache import ModelCache
+        from modelbus.handlers.serving.predict import dataset_labels
+        from modelbus.handlers.serving.registry import DbRegistry
+        from modelbus.handlers.serving.windows import WindowPredictor
+
+        return WindowPredictor(ModelCache(DbRegistry(self.engine)), self.settings.windows, self.publish_answer,
+                               recorder=self.recorder(self.engine), labels=dataset_labels(self.settings.datasets))
+
+    def publish_answer(self, answer: dict) -> None:
+        """Put one answer on prediction_response_topic, keyed by its id, as the predictor does."""
+        self.transport.publish(self.settings.topics.prediction_responses, compact_json(answer).encode(),
+                               key=str(answer.get("id") or "").encode())
+        self.transport.flush()
+
+    def publish_window(self, message: bytes, key: bytes) -> None:
+        """Put one closed window on window_topic, keyed by its key (flushed once per batch)."""
+        self.transport.publish(self.settings.topics.windows, message, key=key)
 
     def publish_model_update(self, update) -> None:
         """Announce an alias move (db.registry.ModelUpdate) on model_update_topic, keyed by model:dataset."""

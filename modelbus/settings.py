@@ -17,6 +17,7 @@ from modelbus.commands.kafka import KafkaConfig, Topics
 from modelbus.cron.schedule import ScheduleJob
 from modelbus.messages.alerts import AlertRule
 from modelbus.messages.datasets import DEFAULT_LABEL, FIELD_TYPES, NUMBER, InputSchema
+from modelbus.messages.windows import WindowSpec, check_unique
 
 CONFIG_ENV = "MODELBUS_CONFIG"
 DEFAULT_CONFIG_FILE = "modelbus.toml"
@@ -110,11 +111,36 @@ class Settings(BaseSettings):
     live_window: int = Field(default=500, ge=1)
     monitor_interval: float = Field(default=2.0, gt=0)
     alerts: list[AlertRule] = []
+    # Windows over raw events ([[windows]] in TOML, a JSON list in MODELBUS_WINDOWS).
+    windows: list[WindowSpec] = []
+    # Keys are split into this many shards (crc32 of the key); each shard is a handler of its own.
+    window_shards: int = Field(default=1, ge=1, le=256)
+    # The shards this process follows (default: all); several processes split the shards between them.
+    window_shard_ids: list[int] | None = None
     kafka_session_timeout_ms: int = Field(default=10_000, ge=1000)
     kafka_heartbeat_ms: int = Field(default=2_000, ge=100)
     kafka_fetch_wait_ms: int = Field(default=100, ge=1)
     kafka_send_timeout_ms: int = Field(default=5_000, ge=100)
     topic_partitions: int = Field(default=3, ge=1)
+
+    @field_validator("windows")
+    @classmethod
+    def _unique_windows(cls, value: list[WindowSpec]) -> list[WindowSpec]:
+        return check_unique(value)
+
+    @model_validator(mode="after")
+    def _shards_known(self) -> "Settings":
+        for shard in self.window_shard_ids or []:
+            if not 0 <= shard < self.window_shards:
+                raise ValueError(f"window_shard_ids: shard {shard} is not in 0..{self.window_shards - 1}")
+        return self
+
+    @property
+    def owned_window_shards(self) -> list[int]:
+        """The window shards this process follows."""
+        if self.window_shard_ids is None:
+            return list(range(self.window_shards))
+        return sorted(set(self.window_shard_ids))
 
     @field_validator("kafka_bootstrap", "api_token")
     @classmethod

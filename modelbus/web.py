@@ -21,7 +21,8 @@ def api_config(app: App) -> ApiConfig:
     s = app.settings
     return ApiConfig(max_message_bytes=s.max_message_bytes, predict_batch=s.predict_batch, api_token=s.api_token,
                      kafka_mode=s.kafka_mode, labels=dataset_labels(s.datasets),
-                     live_window=s.live_window, widths=s.declared_widths, typed=s.input_schemas)
+                     live_window=s.live_window, widths=s.declared_widths, typed=s.input_schemas,
+                     windows=tuple(s.windows))
 
 
 def create_api(app: App, *, registry: Any = None, serving: Serving | None = None) -> Flask:

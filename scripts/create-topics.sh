@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create the topics modelbus uses (the seed's names: event_topic, prediction_request_topic,
-# prediction_response_topic, error_topic, model_update_topic, build_outcome_topic; MODELBUS_TOPICS__*
+# prediction_response_topic, error_topic, model_update_topic, build_outcome_topic, window_topic; MODELBUS_TOPICS__*
 # rename them).
 # Uses `modelbus topics create` when modelbus is installed, else Kafka's kafka-topics(.sh).
 #
@@ -36,5 +36,6 @@ create "${MODELBUS_TOPICS__PREDICTION_REQUESTS:-prediction_request_topic}" "$par
 create "${MODELBUS_TOPICS__PREDICTION_RESPONSES:-prediction_response_topic}" "$partitions"
 create "${MODELBUS_TOPICS__ERRORS:-error_topic}" "$partitions"
 create "${MODELBUS_TOPICS__BUILD_OUTCOMES:-build_outcome_topic}" "$partitions"
+create "${MODELBUS_TOPICS__WINDOWS:-window_topic}" "$partitions"
 # Model updates are few and every serving process reads them all, in order: one partition.
 create "${MODELBUS_TOPICS__MODEL_UPDATES:-model_update_topic}" 1

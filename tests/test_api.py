@@ -582,7 +582,7 @@ def test_swagger_ui_is_served_from_the_installed_package(client):
 
 
 @pytest.mark.parametrize("route, fragment", [
-    ("/api/events?type=AAA", "'type' must be one of training, command, feedback, got 'AAA'"),
+    ("/api/events?type=AAA", "'type' must be one of training, command, feedback, raw, got 'AAA'"),
     ("/api/events?name=build_tree", "'name' must be one of training, build_mlp"),
     ("/api/events?after=", "'after' must be an integer, got ''"),
     ("/api/events?dataset=a%20b", "dataset 'a b' must be letters"),

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from modelbus.commands.kafka import KafkaConfig
 from modelbus.commands.kafka import admin
-from modelbus.messages.types import Command, Feedback, Training
+from modelbus.messages.types import Command, Feedback, Raw, Training
 from modelbus.messages.parse import check_record, parse_event, parse_request
 from modelbus.cli import main
 from modelbus.cron.schedule import plan
@@ -39,6 +39,9 @@ def test_every_example_message_parses(path):
         assert request.model == "mlp" and request.features == (3.0, 4.0, 5.0)
         return
     event = parse_event(raw)
+    if path.name.startswith("raw"):
+        assert isinstance(event, Raw) and event.ts_ms == 1795428003000 and event.fields
+        return
     if isinstance(event, Feedback):
         assert (event.prediction_id, event.label) == ("r1", 7)
         return
@@ -86,6 +89,16 @@ def test_the_seed_crontab_runs_unchanged_under_scheduler_check(monkeypatch, tmp_
                                                  ("30 1 * * *", "build_slr", "T01:30:00Z"),
                                                  ("45 1 * * *", "build_mlp", "T01:45:00Z")]):
         assert f"'{cron}' (UTC) {command} dataset default" in line and at in line
+
+
+@pytest.mark.parametrize("name, windows", [
+    ("windows_bots.toml", [("views_10m", "hopping", ["main_page_views", "listing_views", "product_views", "gallery_views"])]),
+    ("windows_sessions.toml", [("sessions_15m", "session", ["activities", "duration", "courses"])]),
+])
+def test_the_seed_window_examples_load(monkeypatch, tmp_path, name, windows):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MODELBUS_CONFIG", str(MESSAGES / name))
+    assert [(w.name, w.kind, w.columns) for w in load_settings().windows] == windows
 
 
 def test_create_topics_script_against_the_local_broker(kafka_bootstrap, topics):

@@ -57,3 +57,32 @@ def demo_csv(n: int, seed: int, header: bool, output) -> None:
     """Write the demo rows as CSV (for `modelbus send --csv`)."""
     for line in demo_data.csv_lines(n, seed, header):
         output.write(line + "\n")
+
+
+@demo.command("windows")
+@click.option("--users", default=50, show_default=True, type=click.IntRange(1, 100_000), help="Users (and students).")
+@click.option("--hours", default=2, show_default=True, type=click.IntRange(1, 24 * 30), help="Hours of event time.")
+@_seed
+@click.pass_context
+def demo_windows(ctx: click.Context, users: int, hours: int, seed: int) -> None:
+    """Post raw page views (stream pageviews, one user in ten a bot) and course activity (stream moodle_logs).
+
+    \b
+    Declare the windows that read them, e.g. MODELBUS_CONFIG=messages/windows_bots.toml
+    (seed 000: views per user, 10m hopping by 2m) or messages/windows_sessions.toml
+    (seed 003: sessions, 15m gap); closed windows are at GET /api/windows/<name>.
+    """
+    from modelbus.window_demo import raw_events
+
+    app = open_app(ctx)
+    events = raw_events(users, hours, seed)
+    counts: dict[str, int] = {}
+    for start in range(0, len(events), demo_data.BATCH):
+        for outcome in app.client_publisher.post(events[start:start + demo_data.BATCH], "cli"):
+            counts[outcome.status] = counts.get(outcome.status, 0) + 1
+    summary = ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
+    click.echo(f"demo: {len(events)} raw events ({users} users, {hours} h, seed {seed}): {summary}")
+    declared = ", ".join(w.name for w in app.settings.windows) or "none: see messages/windows_*.toml"
+    click.echo(f"demo: windows declared: {declared}")
+    if counts.get("rejected"):
+        sys.exit(1)

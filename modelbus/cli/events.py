@@ -153,7 +153,7 @@ def send(ctx: click.Context, events: tuple[str, ...], file: str | None, csv_file
 @click.option("--after", default=0, show_default=True, type=POSITION, help="Show events after this position.")
 @click.option("--limit", default=20, show_default=True, type=COUNT)
 @click.option("--last", type=COUNT, help="Show the last N events instead.")
-@click.option("--type", "type_", type=click.Choice(["training", "command"]))
+@click.option("--type", "type_", type=click.Choice(["training", "command", "feedback", "raw"]))
 @click.option("--name", help="Event name: training, build_mlp, promote, ...")
 @click.option("--dataset")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
