@@ -191,17 +191,27 @@ class WindowState:
                            for a in spec.aggregates]
         # How each aggregate folds a value (duration folds nothing: it is the session's length).
         codes = {"count": _ADD, "sum": _ADD, "min": _MIN, "max": _MAX, "avg": _AVG, "distinct_count": _SET}
-        self.codes = [(i, codes[agg.fn]) for i, agg in enumerate(self.aggregates) if agg.fn in codes]
-        self.contributions = [agg.contribution for agg in self.aggregates]
+        # (accumulator, how it folds, what an event contributes) of each aggregate that folds something.
+        self.folders = [(i, codes[agg.fn], agg.contribution) for i, agg in enumerate(self.aggregates) if agg.fn in codes]
+        # Windows whose aggregates are declared alike share one plan per event (Windows.add).
+        # (True equals 1 in Python: the kind of `equals` is part of it.)
+        self.signature = tuple((a.fn, a.field, a.where, a.where and _kind_of(a.where[1])) for a in self.aggregates)
         self.has_sets = any(agg.fn == "distinct_count" for agg in self.aggregates)
+        # New accumulators: a copy of the empty ones, with new lists (avg) and sets (distinct_count) put in.
+        self.empties = [agg.empty() for agg in self.aggregates]
+        self.mutable_accs = [(i, agg) for i, agg in enumerate(self.aggregates) if agg.fn in ("avg", "distinct_count")]
         self.session = spec.kind == "session"
         self.size = spec.size or 0
         self.advance = spec.advance or spec.size or 0
         self.gap = spec.gap or 0
         # key -> start -> open window.
         self.keys: dict[str, dict[int, _Slot]] = {}
-        # (close time, key, start) of every open window; entries of merged sessions go stale.
+        # Sessions: (close time, key, start) of every open session; entries of merged sessions go stale.
         self.heap: list[tuple[int, str, int]] = []
+        # Tumbling and hopping: the keys of the open windows ending at each end, and those ends as a heap
+        # (every window ending there starts at end - size: closing them is sorting the keys).
+        self.ends: dict[int, list[str]] = {}
+        self.end_heap: list[int] = []
         # Keys whose open windows changed since the last write (shared by every window of a handler).
         self.touched: set[str] = set() if touched is None else touched
         self.late = 0
@@ -209,11 +219,24 @@ class WindowState:
 
     # --- events ---------------------------------------------------------------------------
 
+    def plan(self, fields: dict[str, Any]) -> list[tuple[int, int, Any]]:
+        """What one event adds, once for all its windows: (accumulator, how, value), without what it skips."""
+        return [(i, code, value) for i, code, contribution in self.folders
+                if (value := contribution(fields)) is not _SKIP]
+
+    def fresh(self) -> list[Any]:
+        """Empty accumulators for a new window."""
+        accs = self.empties.copy()
+        for i, agg in self.mutable_accs:
+            accs[i] = agg.empty()
+        return accs
+
     def add(self, key: str, ts: int, fields: dict[str, Any], watermark: int) -> None:
         """Count one event of an owned key; `watermark` is this window's before the event."""
-        values = [contribution(fields) for contribution in self.contributions]
-        # What the event adds, once: (accumulator, how, value) without the aggregates it skips.
-        plan = [(i, code, values[i]) for i, code in self.codes if values[i] is not _SKIP]
+        self.add_planned(key, ts, self.plan(fields), watermark)
+
+    def add_planned(self, key: str, ts: int, plan: list[tuple[int, int, Any]], watermark: int) -> None:
+        """Count one event whose plan (WindowState.plan) is made; `watermark` is this window's before the event."""
         if self.session:
             self._add_session(key, ts, plan, watermark)
             return
@@ -230,11 +253,20 @@ class WindowState:
                 break
             slot = slots.get(start)
             if slot is None:
-                slot = slots[start] = _Slot(start, end, [a.empty() for a in self.aggregates])
-                heapq.heappush(self.heap, (end, key, start))
+                slot = slots[start] = _Slot(start, end, self.fresh())
+                self._opened(key, end)
             _fold(slot.accs, plan)
             start -= advance
         self.touched.add(key)
+
+    def _opened(self, key: str, end: int) -> None:
+        """Note a new tumbling or hopping window of `key` ending at `end`."""
+        keys = self.ends.get(end)
+        if keys is None:
+            self.ends[end] = [key]
+            heapq.heappush(self.end_heap, end)
+        else:
+            keys.append(key)
 
     def _add_session(self, key: str, ts: int, plan: list[tuple[int, int, Any]], watermark: int) -> None:
         gap = self.gap
@@ -259,7 +291,7 @@ class WindowState:
             if ts > slot.end:
                 slot.end = ts
         else:
-            slot = _Slot(ts, ts, [a.empty() for a in self.aggregates])
+            slot = _Slot(ts, ts, self.fresh())
             _fold(slot.accs, plan)
             for other in sorted(joined, key=lambda s: s.start):
                 slot.start = min(slot.start, other.start)
@@ -274,6 +306,8 @@ class WindowState:
 
     def close(self, watermark: int) -> list[ClosedWindow]:
         """Close every window the watermark has reached; their rows, in close order."""
+        if not self.session:
+            return self._close_ends(watermark)
         heap, rows, gap, name = self.heap, [], self.gap, self.spec.name
         # count, sum, min and max show their accumulator as it is.
         plain = all(agg.fn in ("count", "sum", "min", "max") for agg in self.aggregates)
@@ -290,6 +324,27 @@ class WindowState:
                                                           for agg, acc in zip(self.aggregates, slot.accs))
             rows.append(ClosedWindow(name, key, slot.start, slot.end, values))
             self.touched.add(key)
+        self.closed += len(rows)
+        return rows
+
+    def _close_ends(self, watermark: int) -> list[ClosedWindow]:
+        """Close the tumbling or hopping windows the watermark reached: by end, then key."""
+        rows: list[ClosedWindow] = []
+        append, name, keys, touched = rows.append, self.spec.name, self.keys, self.touched
+        plain = all(agg.fn in ("count", "sum", "min", "max") for agg in self.aggregates)
+        aggregates = self.aggregates
+        while self.end_heap and self.end_heap[0] <= watermark:
+            end = heapq.heappop(self.end_heap)
+            start = end - self.size
+            closing = sorted(self.ends.pop(end))
+            for key in closing:
+                slots = keys[key]
+                accs = slots.pop(start).accs
+                if not slots:
+                    del keys[key]
+                values = tuple(accs) if plain else tuple(agg.result(acc, start, end) for agg, acc in zip(aggregates, accs))
+                append(ClosedWindow(name, key, start, end, values))
+            touched.update(closing)
         self.closed += len(rows)
         return rows
 
@@ -311,7 +366,10 @@ class WindowState:
         slots = self.keys[key] = {}
         for start, end, accs in stored:
             slots[start] = _Slot(start, end, [agg.load(value) for agg, value in zip(self.aggregates, accs)])
-            heapq.heappush(self.heap, (end + self.gap if self.session else end, key, start))
+            if self.session:
+                heapq.heappush(self.heap, (end + self.gap, key, start))
+            else:
+                self._opened(key, end)
 
     def open_count(self) -> int:
         """How many windows are open."""
@@ -328,6 +386,16 @@ class Windows:
         self.by_stream: dict[str, list[WindowState]] = {}
         for state in self.states.values():
             self.by_stream.setdefault(state.spec.stream, []).append(state)
+        # Per stream: the windows that make an event's plan, and each window with the index of the plan it takes.
+        self.planners: dict[str, tuple[list[WindowState], list[tuple[WindowState, int]]]] = {}
+        for stream, states in self.by_stream.items():
+            makers: dict[tuple, int] = {}
+            planners = []
+            for state in states:
+                if state.signature not in makers:
+                    makers[state.signature] = len(planners)
+                    planners.append(state)
+            self.planners[stream] = (planners, [(state, makers[state.signature]) for state in states])
         self.owns = owns
         # The largest ts seen per stream, over every key (each shard sees the whole stream).
         self.max_ts: dict[str, int] = {}
@@ -343,16 +411,22 @@ class Windows:
 
     def add(self, event: Raw) -> None:
         """Apply one raw event in log order."""
-        states = self.by_stream.get(event.stream)
-        if not states:
+        self.add_fields(event.stream, event.key, event.ts_ms, event.fields)
+
+    def add_fields(self, stream: str, key: str, ts: int, fields: dict[str, Any]) -> None:
+        """Apply one raw event, given by its parts, in log order."""
+        planners = self.planners.get(stream)
+        if planners is None:
             return
-        top = self.max_ts.get(event.stream)
-        if self.owns(event.key):
-            for state in states:
+        top = self.max_ts.get(stream)
+        if self.owns(key):
+            makers, states = planners
+            plans = [maker.plan(fields) for maker in makers]
+            for state, plan in states:
                 watermark = -(2**62) if top is None else top - state.spec.grace
-                state.add(event.key, event.ts_ms, event.fields, watermark)
-        if top is None or event.ts_ms > top:
-            self.max_ts[event.stream] = event.ts_ms
+                state.add_planned(key, ts, plans[plan], watermark)
+        if top is None or ts > top:
+            self.max_ts[stream] = ts
 
     def close(self) -> list[ClosedWindow]:
         """Close every window its watermark has reached; rows by window (in declared order), then end, key and start

@@ -121,8 +121,11 @@ class WindowHandler(Handler):
         self._pending = None
         windows = self._windows_for(conn)
         self._token = None  # the memory changes now; only a commit makes it the store's again
+        add, loads = windows.add_fields, orjson.loads
         for row in events:
-            windows.add(raw_of(row))
+            # raw_of without the Raw: the payload was validated when it was appended.
+            body = loads(row.payload)
+            add(body["stream"], body["key"], event_time_ms(body["ts"]), body.get("fields") or {})
         closed = windows.close()
         deletes, writes = windows.changes()
         rows = [(r.window, r.end_ms, r.key, r.start_ms, self.name, values_json(r.values)) for r in closed]
