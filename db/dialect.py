@@ -9,8 +9,9 @@ from __future__ import annotations
 import sqlite3
 import time
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
+from pymysql.constants import SERVER_STATUS
 from sqlalchemy import (
     BigInteger,
     Connection,
@@ -170,6 +171,19 @@ def insert_ignore(conn: Connection, table: Table, rows: list[dict]) -> int:
     return conn.execute(table.insert().prefix_with(prefix), rows).rowcount
 
 
+# What MySQL's string literals escape with a backslash (as PyMySQL's escape_string does).
+_BACKSLASHED = str.maketrans({"\0": "\\0", "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\032": "\\Z",
+                              '"': '\\"', "'": "\\'"})
+
+
+def _string_literal(dbapi_conn: Any) -> Callable[[str], str]:
+    """A string as a quoted MySQL literal for this connection: one translate, unless the server's
+    NO_BACKSLASH_ESCAPES mode is on (then PyMySQL's own escape, which doubles quotes instead)."""
+    if dbapi_conn.server_status & SERVER_STATUS.SERVER_STATUS_NO_BACKSLASH_ESCAPES:
+        return dbapi_conn.escape
+    return lambda value: "'" + value.translate(_BACKSLASHED) + "'"
+
+
 def insert_plain(conn: Connection, table: Table, columns: list[str], rows: list[tuple]) -> None:
     """Insert rows of only strings and integers (as tuples in `columns` order) in one statement per 2000 rows.
 
@@ -182,13 +196,27 @@ def insert_plain(conn: Connection, table: Table, columns: list[str], rows: list[
     if not is_mysql(conn):
         conn.execute(table.insert(), [dict(zip(columns, row)) for row in rows])
         return
-    escape = conn.connection.dbapi_connection.escape  # type: ignore[union-attr]
+    escape = _string_literal(conn.connection.dbapi_connection)
     quote = conn.dialect.identifier_preparer.quote
     head = f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) VALUES "
+    # Column by column: each value's literal through map (no Python frame per value where it can be
+    # helped), a column of few distinct strings (a window's name, a key) escaped once per string.
+    literals = []
+    for column in zip(*rows):
+        if all(type(v) is int for v in column):
+            literals.append(list(map(str, column)))
+            continue
+        distinct = set(column)
+        if len(distinct) * 2 <= len(column):
+            escaped = {v: str(v) if type(v) is int else escape(v) for v in distinct}
+            literals.append(list(map(escaped.__getitem__, column)))
+        elif all(type(v) is str for v in column):
+            literals.append(list(map(escape, column)))
+        else:
+            literals.append([str(v) if type(v) is int else escape(v) for v in column])
+    row_text = ("(" + ",".join(["{}"] * len(columns)) + ")").format
     for start in range(0, len(rows), 2000):
-        values = ",".join(
-            "(" + ",".join(str(v) if type(v) is int else escape(v) for v in row) + ")" for row in rows[start:start + 2000]
-        )
+        values = ",".join(map(row_text, *(column[start:start + 2000] for column in literals)))
         conn.exec_driver_sql(head + values.replace("%", "%%"))
 
 
