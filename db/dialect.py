@@ -203,14 +203,15 @@ def insert_plain(conn: Connection, table: Table, columns: list[str], rows: list[
     # helped), a column of few distinct strings (a window's name, a key) escaped once per string.
     literals = []
     for column in zip(*rows):
-        if all(type(v) is int for v in column):
+        types = set(map(type, column))
+        if types == {int}:
             literals.append(list(map(str, column)))
             continue
         distinct = set(column)
         if len(distinct) * 2 <= len(column):
             escaped = {v: str(v) if type(v) is int else escape(v) for v in distinct}
             literals.append(list(map(escaped.__getitem__, column)))
-        elif all(type(v) is str for v in column):
+        elif types == {str}:
             literals.append(list(map(escape, column)))
         else:
             literals.append([str(v) if type(v) is int else escape(v) for v in column])

@@ -52,12 +52,17 @@ def save(conn: Connection, handler: str, new_token: int, max_ts: dict[str, int],
     rows = [{"handler": handler, "key": key, "state": state} for key, state in writes]
     for start in range(0, len(rows), 5000):
         replace_many(conn, window_open, rows[start:start + 5000])
-    insert_plain(conn, window_rows, ["window", "end_ms", "key", "start_ms", "handler", "aggregates"], list(closed))
+    insert_closed(conn, closed)
     values = {"token": new_token, "watermarks": json.dumps(max_ts, sort_keys=True),
               "counters": json.dumps({k: list(v) for k, v in counters.items()}, sort_keys=True),
               "updated_at": utcnow()}
     if conn.execute(update(window_shards).where(window_shards.c.handler == handler).values(**values)).rowcount == 0:
         conn.execute(insert(window_shards).values(handler=handler, **values))
+
+
+def insert_closed(conn: Connection, closed: Sequence[tuple[str, int, str, int, str, str]]) -> None:
+    """Add closed rows: (window, end_ms, key, start_ms, handler, aggregates JSON)."""
+    insert_plain(conn, window_rows, ["window", "end_ms", "key", "start_ms", "handler", "aggregates"], list(closed))
 
 
 def reset(conn: Connection, handler: str) -> None:

@@ -199,7 +199,8 @@ class WindowState:
         self.has_sets = any(agg.fn == "distinct_count" for agg in self.aggregates)
         # New accumulators: a copy of the empty ones, with new lists (avg) and sets (distinct_count) put in.
         self.empties = [agg.empty() for agg in self.aggregates]
-        self.mutable_accs = [(i, agg) for i, agg in enumerate(self.aggregates) if agg.fn in ("avg", "distinct_count")]
+        self.avg_accs = [i for i, agg in enumerate(self.aggregates) if agg.fn == "avg"]
+        self.set_accs = [i for i, agg in enumerate(self.aggregates) if agg.fn == "distinct_count"]
         self.session = spec.kind == "session"
         self.size = spec.size or 0
         self.advance = spec.advance or spec.size or 0
@@ -227,8 +228,10 @@ class WindowState:
     def fresh(self) -> list[Any]:
         """Empty accumulators for a new window."""
         accs = self.empties.copy()
-        for i, agg in self.mutable_accs:
-            accs[i] = agg.empty()
+        for i in self.avg_accs:
+            accs[i] = [0, 0]  # _Aggregate.empty, inlined: it runs per new window
+        for i in self.set_accs:
+            accs[i] = set()
         return accs
 
     def add(self, key: str, ts: int, fields: dict[str, Any], watermark: int) -> None:
@@ -284,6 +287,9 @@ class WindowState:
             # what merging a session of this one event would.
             slot = joined[0]
             _fold(slot.accs, plan)
+            if slot.start <= ts <= slot.end:
+                self.touched.add(key)
+                return  # its heap entry (close time, key, start) still holds
             if ts < slot.start:
                 del slots[slot.start]
                 slot.start = ts
