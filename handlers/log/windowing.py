@@ -95,6 +95,9 @@ class _Aggregate:
             return value
         where_field, equals = self.where
         where_kind = _kind_of(equals)
+        if where_kind == "s":
+            # Only a string equals a string: no kind to compare.
+            return lambda fields: value(fields) if fields.get(where_field) == equals else _SKIP
 
         def matching(fields: dict[str, Any]) -> Any:
             item = fields.get(where_field)
@@ -148,23 +151,29 @@ class _Aggregate:
         return stored
 
 
-def _fold(accs: list[Any], plan: list[tuple[int, int, Any]]) -> None:
-    """Add one event's values to a window's accumulators (_Aggregate.fold, inlined: it runs per event and window)."""
+def _fold(windows: list[list[Any]], plan: list[tuple[int, int, Any]]) -> None:
+    """Add one event's values to the accumulators of each of its windows (inlined: it runs per event;
+    aggregate by aggregate, so a hopping event's windows share the work of reading the plan)."""
     for i, code, value in plan:
         if code == _ADD:
-            accs[i] += value
+            for accs in windows:
+                accs[i] += value
         elif code == _MIN:
-            if accs[i] is None or value < accs[i]:
-                accs[i] = value
+            for accs in windows:
+                if accs[i] is None or value < accs[i]:
+                    accs[i] = value
         elif code == _MAX:
-            if accs[i] is None or value > accs[i]:
-                accs[i] = value
+            for accs in windows:
+                if accs[i] is None or value > accs[i]:
+                    accs[i] = value
         elif code == _AVG:
-            acc = accs[i]
-            acc[0] += 1
-            acc[1] += value
+            for accs in windows:
+                acc = accs[i]
+                acc[0] += 1
+                acc[1] += value
         else:
-            accs[i].add(value)
+            for accs in windows:
+                accs[i].add(value)
 
 
 class _Slot:
@@ -201,6 +210,7 @@ class WindowState:
         self.empties = [agg.empty() for agg in self.aggregates]
         self.avg_accs = [i for i, agg in enumerate(self.aggregates) if agg.fn == "avg"]
         self.set_accs = [i for i, agg in enumerate(self.aggregates) if agg.fn == "distinct_count"]
+        self.duration_accs = [i for i, agg in enumerate(self.aggregates) if agg.fn == "duration"]
         self.session = spec.kind == "session"
         self.size = spec.size or 0
         self.advance = spec.advance or spec.size or 0
@@ -248,6 +258,7 @@ class WindowState:
             slots = self.keys[key] = {}
         size, advance = self.size, self.advance
         start = ts - ts % advance
+        windows = []
         while start > ts - size:
             end = start + size
             if end <= watermark:
@@ -258,8 +269,9 @@ class WindowState:
             if slot is None:
                 slot = slots[start] = _Slot(start, end, self.fresh())
                 self._opened(key, end)
-            _fold(slot.accs, plan)
+            windows.append(slot.accs)
             start -= advance
+        _fold(windows, plan)
         self.touched.add(key)
 
     def _opened(self, key: str, end: int) -> None:
@@ -286,7 +298,7 @@ class WindowState:
             # The common case: the event falls in or next to one session; folding it there gives
             # what merging a session of this one event would.
             slot = joined[0]
-            _fold(slot.accs, plan)
+            _fold([slot.accs], plan)
             if slot.start <= ts <= slot.end:
                 self.touched.add(key)
                 return  # its heap entry (close time, key, start) still holds
@@ -298,7 +310,7 @@ class WindowState:
                 slot.end = ts
         else:
             slot = _Slot(ts, ts, self.fresh())
-            _fold(slot.accs, plan)
+            _fold([slot.accs], plan)
             for other in sorted(joined, key=lambda s: s.start):
                 slot.start = min(slot.start, other.start)
                 slot.end = max(slot.end, other.end)
@@ -315,8 +327,6 @@ class WindowState:
         if not self.session:
             return self._close_ends(watermark)
         heap, rows, gap, name = self.heap, [], self.gap, self.spec.name
-        # count, sum, min and max show their accumulator as it is.
-        plain = all(agg.fn in ("count", "sum", "min", "max") for agg in self.aggregates)
         while heap and heap[0][0] <= watermark:
             close_at, key, start = heapq.heappop(heap)
             slots = self.keys.get(key)
@@ -326,19 +336,28 @@ class WindowState:
             del slots[start]  # type: ignore[union-attr]
             if not slots:
                 del self.keys[key]
-            values = tuple(slot.accs) if plain else tuple(agg.result(acc, slot.start, slot.end)
-                                                          for agg, acc in zip(self.aggregates, slot.accs))
-            rows.append(ClosedWindow(name, key, slot.start, slot.end, values))
+            rows.append(ClosedWindow(name, key, slot.start, slot.end, self._shown(slot.accs, slot.start, slot.end)))
             self.touched.add(key)
         self.closed += len(rows)
         return rows
+
+    def _shown(self, accs: list[Any], start: int, end: int) -> tuple[Any, ...]:
+        """A closing window's aggregates as shown (_Aggregate.result, inlined: it runs per closed window);
+        count, sum, min and max show their accumulator as it is. Takes over `accs`."""
+        for i in self.avg_accs:
+            count, total = accs[i]
+            accs[i] = total / count if count else None
+        for i in self.set_accs:
+            accs[i] = len(accs[i])
+        for i in self.duration_accs:
+            accs[i] = (end - start) / 1000
+        return tuple(accs)
 
     def _close_ends(self, watermark: int) -> list[ClosedWindow]:
         """Close the tumbling or hopping windows the watermark reached: by end, then key."""
         rows: list[ClosedWindow] = []
         append, name, keys, touched = rows.append, self.spec.name, self.keys, self.touched
-        plain = all(agg.fn in ("count", "sum", "min", "max") for agg in self.aggregates)
-        aggregates = self.aggregates
+        shown = self._shown
         while self.end_heap and self.end_heap[0] <= watermark:
             end = heapq.heappop(self.end_heap)
             start = end - self.size
@@ -348,8 +367,7 @@ class WindowState:
                 accs = slots.pop(start).accs
                 if not slots:
                     del keys[key]
-                values = tuple(accs) if plain else tuple(agg.result(acc, start, end) for agg, acc in zip(aggregates, accs))
-                append(ClosedWindow(name, key, start, end, values))
+                append(ClosedWindow(name, key, start, end, shown(accs, start, end)))
             touched.update(closing)
         self.closed += len(rows)
         return rows
