@@ -45,8 +45,9 @@ class EventLog(Protocol):
 
     def read(self, after: int = 0, limit: int = 1000, *, until: int | None = None, type: str | None = None,
              name: str | None = None, names: Sequence[str] | None = None,
-             dataset: str | None = None) -> list[EventRow]:
-        """Events with position > after (and <= until), matching the filters, in position order."""
+             dataset: str | None = None, lean: bool = False) -> list[EventRow]:
+        """Events with position > after (and <= until), matching the filters, in position order
+        (`lean`: without source and received_at, "" and None)."""
 
     def count(self, **filters: str) -> int:
         """How many events match the column filters (type, name, dataset, event_id, source)."""

@@ -110,7 +110,8 @@ class EventRow:
     dataset: str
     payload: str
     source: str
-    received_at: datetime
+    # None when read lean (EventStore.read(lean=True)): a handler that does not need when it was received.
+    received_at: datetime | None
 
 
 def event_json(row: EventRow) -> dict:
@@ -392,9 +393,13 @@ class EventStore:
         names: Sequence[str] | None = None,
         dataset: str | None = None,
         conn: Connection | None = None,
+        lean: bool = False,
     ) -> list[EventRow]:
-        """Events with position > after (and <= until), in position order; `names` keeps events of those names."""
-        query = select(*_EVENT_COLUMNS).where(events.c.position > after)
+        """Events with position > after (and <= until), in position order; `names` keeps events of those names.
+
+        `lean` reads neither source nor received_at (they come back "" and None): a third less to
+        convert per row, for a handler that reads only the events (the window projection)."""
+        query = select(*(_EVENT_COLUMNS[:6] if lean else _EVENT_COLUMNS)).where(events.c.position > after)
         if until is not None:
             query = query.where(events.c.position <= until)
         if type is not None:
@@ -406,10 +411,11 @@ class EventStore:
         if dataset is not None:
             query = query.where(events.c.dataset == dataset)
         query = query.order_by(events.c.position).limit(limit)
+        unread: tuple[str, None] | tuple[()] = ("", None) if lean else ()
         if conn is not None:
-            return [EventRow(*row) for row in conn.execute(query)]
+            return [EventRow(*row, *unread) for row in conn.execute(query)]
         with self.engine.connect() as own:
-            return [EventRow(*row) for row in own.execute(query)]
+            return [EventRow(*row, *unread) for row in own.execute(query)]
 
     def count(self, **filters: str) -> int:
         """How many events match the column filters."""

@@ -154,6 +154,11 @@ def test_read_filters_and_bounds(store):
     assert [r.position for r in store.read(limit=2)] == [1, 2]
     assert store.count(type="training") == 2
     assert store.count(dataset="b", type="command") == 1
+    # Lean: the same events, without source and received_at.
+    full, lean = store.read(dataset="b"), store.read(dataset="b", lean=True)
+    assert [(r.position, r.event_id, r.type, r.name, r.dataset, r.payload) for r in lean] == [
+        (r.position, r.event_id, r.type, r.name, r.dataset, r.payload) for r in full]
+    assert {(r.source, r.received_at) for r in lean} == {("", None)} and all(r.received_at for r in full)
 
 
 def test_unicode_survives_the_round_trip(store):

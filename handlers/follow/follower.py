@@ -97,7 +97,8 @@ class Follower:
         head = self.store.head()
         if head <= position:
             return 0
-        rows = self.store.read(after=position, until=head, limit=handler.batch_size, type=handler.event_type)
+        rows = self.store.read(after=position, until=head, limit=handler.batch_size, type=handler.event_type,
+                               lean=not handler.reads_receipt)
         taken = list(handler.take(rows))
         if len(taken) < len(rows) or len(rows) == handler.batch_size:
             new_position = taken[-1].position

@@ -19,6 +19,8 @@ class Handler:
     batch_size: int = 1000
     #: Whether `modelbus replay` resets and re-runs it by default.
     replayable: bool = True
+    #: Whether it reads each event's source and received_at; without, the log is read lean (faster).
+    reads_receipt: bool = True
 
     def take(self, events: Sequence[EventRow]) -> Sequence[EventRow]:
         """The leading part of `events` to apply in one transaction (default: all)."""

@@ -86,6 +86,8 @@ class WindowHandler(Handler):
     batch_size = 50000
     # Windows are closed, and their rows handed to the writer thread, after each part of this many events.
     close_every = 10000
+    # Windows go by event time: when an event was received does not matter.
+    reads_receipt = False
 
     def __init__(self, specs: Sequence[WindowSpec], *, shard: int = 0, shards: int = 1,
                  sinks: Sequence[WindowSink] = ()):
