@@ -403,7 +403,7 @@ class WindowState:
 class Windows:
     """Every declared window over the events of the keys one handler owns, with the streams' watermarks."""
 
-    def __init__(self, specs: Sequence[WindowSpec], owns: Callable[[str], bool] = lambda key: True):
+    def __init__(self, specs: Sequence[WindowSpec], owns: Callable[[str], bool] | None = None):
         self.touched: set[str] = set()
         self.stored: set[str] = set()
         self.states = {spec.name: WindowState(spec, self.touched) for spec in specs}
@@ -411,7 +411,7 @@ class Windows:
         for state in self.states.values():
             self.by_stream.setdefault(state.spec.stream, []).append(state)
         # Per stream: the windows that make an event's plan, and each window with the index of the plan it takes.
-        self.planners: dict[str, tuple[list[WindowState], list[tuple[WindowState, int]]]] = {}
+        self.planners: dict[str, tuple[list[WindowState], list[tuple[WindowState, int, int]]]] = {}
         for stream, states in self.by_stream.items():
             makers: dict[tuple, int] = {}
             planners = []
@@ -419,7 +419,7 @@ class Windows:
                 if state.signature not in makers:
                     makers[state.signature] = len(planners)
                     planners.append(state)
-            self.planners[stream] = (planners, [(state, makers[state.signature]) for state in states])
+            self.planners[stream] = (planners, [(state, makers[state.signature], state.spec.grace) for state in states])
         self.owns = owns
         # The largest ts seen per stream, over every key (each shard sees the whole stream).
         self.max_ts: dict[str, int] = {}
@@ -443,12 +443,11 @@ class Windows:
         if planners is None:
             return
         top = self.max_ts.get(stream)
-        if self.owns(key):
+        if self.owns is None or self.owns(key):  # None: every key
             makers, states = planners
             plans = [maker.plan(fields) for maker in makers]
-            for state, plan in states:
-                watermark = -(2**62) if top is None else top - state.spec.grace
-                state.add_planned(key, ts, plans[plan], watermark)
+            for state, plan, grace in states:
+                state.add_planned(key, ts, plans[plan], -(2**62) if top is None else top - grace)
         if top is None or ts > top:
             self.max_ts[stream] = ts
 
