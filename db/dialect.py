@@ -216,9 +216,11 @@ def insert_plain(conn: Connection, table: Table, columns: list[str], rows: list[
         else:
             literals.append([str(v) if type(v) is int else escape(v) for v in column])
     row_text = ("(" + ",".join(["{}"] * len(columns)) + ")").format
+    # No parameters: the driver sends the text as it is (no %-formatting pass over it, no %% to double).
+    # (Per statement: Connection.execution_options would change the caller's connection.)
     for start in range(0, len(rows), 2000):
-        values = ",".join(map(row_text, *(column[start:start + 2000] for column in literals)))
-        conn.exec_driver_sql(head + values.replace("%", "%%"))
+        conn.exec_driver_sql(head + ",".join(map(row_text, *(column[start:start + 2000] for column in literals))),
+                             execution_options={"no_parameters": True})
 
 
 def replace_many(conn: Connection, table: Table, rows: list[dict]) -> None:
