@@ -41,10 +41,9 @@ def load(conn: Connection, handler: str) -> ShardState:
 
 
 def save(conn: Connection, handler: str, new_token: int, max_ts: dict[str, int],
-         counters: dict[str, tuple[int, int]], deletes: Sequence[str], writes: Sequence[tuple[str, str]],
-         closed: Sequence[tuple[str, int, str, int, str, str]]) -> None:
-    """Write one batch's changes: keys without open windows deleted, the others' open windows replaced,
-    closed rows added, watermarks and counters (and the new token) stored."""
+         counters: dict[str, tuple[int, int]], deletes: Sequence[str], writes: Sequence[tuple[str, str]]) -> None:
+    """Write one batch's state (its closed rows go in with insert_closed): keys without open windows
+    deleted, the others' open windows replaced, watermarks and counters (and the new token) stored."""
     deletes = list(deletes)
     for start in range(0, len(deletes), _CHUNK):
         conn.execute(delete(window_open).where(window_open.c.handler == handler,
@@ -52,7 +51,6 @@ def save(conn: Connection, handler: str, new_token: int, max_ts: dict[str, int],
     rows = [{"handler": handler, "key": key, "state": state} for key, state in writes]
     for start in range(0, len(rows), 5000):
         replace_many(conn, window_open, rows[start:start + 5000])
-    insert_closed(conn, closed)
     values = {"token": new_token, "watermarks": json.dumps(max_ts, sort_keys=True),
               "counters": json.dumps({k: list(v) for k, v in counters.items()}, sort_keys=True),
               "updated_at": utcnow()}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 import zlib
 from typing import Any, Callable, Protocol, Sequence
@@ -84,8 +83,6 @@ class WindowHandler(Handler):
     event_type = "raw"
     # Larger batches touch each key fewer times per event: fewer open-window rows to rewrite.
     batch_size = 50000
-    # Windows are closed, and their rows handed to the writer thread, after each part of this many events.
-    close_every = 5000
     # Windows go by event time: when an event was received does not matter.
     reads_receipt = False
 
@@ -126,28 +123,15 @@ class WindowHandler(Handler):
         self._pending = None
         windows = self._windows_for(conn)
         self._token = None  # the memory changes now; only a commit makes it the store's again
-        closed: list[ClosedWindow] = []
-        # The closed rows of each part are written by a second thread while this one folds the next
-        # part: the database inserts them meanwhile. Closing after each part closes what closing once
-        # at the end would (windowing's rules). Leaving the block waits for the writes: nothing else
-        # uses the connection until they are done.
-        with ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-rows") as writer:
-            writes = []
-            for start in range(0, len(events), self.close_every):
-                self._add(windows, events[start:start + self.close_every])
-                rows = windows.close()
-                if rows:
-                    writes.append(writer.submit(self._insert_closed, conn, rows))
-                    closed.extend(rows)
-            for write in writes:
-                write.result()  # the first failure, if any, fails the batch
-        # Sinks see one batch's rows by window in declared order, each window's in close order.
-        order = {name: i for i, name in enumerate(windows.states)}
-        closed.sort(key=lambda row: order[row.window])
+        self._add(windows, events)
+        closed = windows.close()
+        handler = self.name
+        store.insert_closed(conn, [(r.window, r.end_ms, r.key, r.start_ms, handler, values_json(r.values))  # type: ignore[arg-type]
+                                   for r in closed])
         deletes, changed = windows.changes()
         counters = {name: (state.late, state.closed) for name, state in windows.states.items()}
         token = secrets.randbits(62)
-        store.save(conn, self.name, token, windows.max_ts, counters, deletes, changed, [])  # type: ignore[arg-type]
+        store.save(conn, self.name, token, windows.max_ts, counters, deletes, changed)  # type: ignore[arg-type]
         self._token = token
         self._pending = (events[-1].position, closed) if events else None
 
@@ -161,12 +145,6 @@ class WindowHandler(Handler):
             if type(ts) is not int:  # epoch ms were checked in range when appended; ISO text is converted
                 ts = event_time_ms(ts)
             add(body["stream"], body["key"], ts, body.get("fields") or {})
-
-    def _insert_closed(self, conn: Transaction, closed: Sequence[ClosedWindow]) -> None:
-        """Insert closed windows as rows (on the writer thread)."""
-        name = self.name
-        store.insert_closed(conn, [(r.window, r.end_ms, r.key, r.start_ms, name, values_json(r.values))  # type: ignore[arg-type]
-                                   for r in closed])
 
     def record_failure(self, conn: Transaction, event: EventRow, prepared: Any, reason: str) -> None:
         """Nothing of a failed batch is announced (its windows roll back with it)."""
