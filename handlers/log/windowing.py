@@ -130,16 +130,6 @@ class _Aggregate:
             return a | b
         return None
 
-    def result(self, acc: Any, start: int, end: int) -> Any:
-        fn = self.fn
-        if fn == "avg":
-            return acc[1] / acc[0] if acc[0] else None
-        if fn == "distinct_count":
-            return len(acc)
-        if fn == "duration":
-            return (end - start) / 1000
-        return acc
-
     def dump(self, acc: Any) -> Any:
         if self.fn == "distinct_count":
             return sorted([kind, value] for kind, value in acc)
@@ -342,8 +332,9 @@ class WindowState:
         return rows
 
     def _shown(self, accs: list[Any], start: int, end: int) -> tuple[Any, ...]:
-        """A closing window's aggregates as shown (_Aggregate.result, inlined: it runs per closed window);
-        count, sum, min and max show their accumulator as it is. Takes over `accs`."""
+        """A closing window's aggregates as shown: avg the mean (None without values), distinct_count
+        the number of values, duration the session's seconds; count, sum, min and max their
+        accumulator as it is. Takes over `accs` (the window is gone)."""
         for i in self.avg_accs:
             count, total = accs[i]
             accs[i] = total / count if count else None

@@ -24,7 +24,6 @@ from modelbus.handlers.log.base import Handler
 from modelbus.handlers.log.windowing import ClosedWindow, Windows
 from modelbus.messages.jsonutil import compact_json
 from modelbus.messages.schemas import event_time_ms
-from modelbus.messages.types import Raw
 from modelbus.messages.windows import WindowSpec
 
 log = logging.getLogger(__name__)
@@ -47,13 +46,6 @@ def shard_of(key: str, shards: int) -> int:
 def handler_name(shard: int, shards: int) -> str:
     """The name (and handler_positions row) of one shard's window handler."""
     return "windows" if shards == 1 else f"windows-{shard}of{shards}"
-
-
-def raw_of(row: EventRow) -> Raw:
-    """The raw event stored in a log row (validated when it was appended; only its time is converted)."""
-    body = orjson.loads(row.payload)
-    return Raw(stream=body["stream"], key=body["key"], ts_ms=event_time_ms(body["ts"]),
-               fields=body.get("fields") or {}, body=body)
 
 
 def window_json(spec: WindowSpec, key: str, start_ms: int, end_ms: int, values: Sequence[Any]) -> dict[str, Any]:
@@ -138,7 +130,7 @@ class WindowHandler(Handler):
 
     @staticmethod
     def _add(windows: Windows, events: Sequence[EventRow]) -> None:
-        """Add stored raw events to the windows (raw_of without building a Raw: the payload was validated when appended)."""
+        """Add stored raw events to the windows (no Raw built per event: the payload was validated when appended)."""
         add, loads = windows.add_fields, orjson.loads
         for row in events:
             body = loads(row.payload)
