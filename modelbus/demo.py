@@ -115,6 +115,20 @@ def post_demo(
     return result
 
 
+DEMO_PREDICTIONS = 200
+
+
+def feedback_rounds(n: int = DEMO_PREDICTIONS, seed: int = DEFAULT_SEED + 1,
+                    dataset: str = "default") -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Prediction requests for mlp on fresh rows, each with the feedback event that carries its true score."""
+    out = []
+    for index, (a, b, c, score) in enumerate(rows(n, seed)):
+        prediction_id = f"demo-prediction:{dataset}:{seed}:{index}"
+        out.append(({"model": "mlp", "dataset": dataset, "payload": f"{a},{b},{c}", "id": prediction_id},
+                    {"type": "feedback", "id": prediction_id, "label": score, "dataset": dataset}))
+    return out
+
+
 def csv_lines(n: int = DEFAULT_ROWS, seed: int = DEFAULT_SEED, header: bool = True) -> Iterator[str]:
     """The demo rows as CSV lines (for `modelbus send --csv`)."""
     if header:

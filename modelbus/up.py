@@ -156,6 +156,29 @@ def examples(base_url: str) -> list[str]:
     ]
 
 
+def _demo_feedback(app: App, base_url: str, echo: Callable[[str], None]) -> None:
+    """Answer demo predictions over HTTP (so they are recorded) and send their truth as feedback."""
+    import json
+    import urllib.request
+
+    from modelbus.demo import feedback_rounds
+
+    rounds = feedback_rounds()
+    request = urllib.request.Request(f"{base_url}/api/predict", data=json.dumps([r for r, _ in rounds]).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            answers = json.loads(response.read())
+    except OSError as exc:
+        echo(f"demo: predictions for the feedback loop failed: {exc}")
+        return
+    right = sum(a.get("result") == f["label"] for a, (_, f) in zip(answers, rounds))
+    outcomes = app.publisher.post([f for _, f in rounds], source="cli")
+    sent = sum(o.status == "accepted" for o in outcomes)
+    echo(f"demo: {len(answers)} mlp predictions answered over HTTP ({right} right), {sent} feedback events sent: "
+         "live metrics on each version's page and in `modelbus models`")
+
+
 def load_demo(app: App, stop: threading.Event, base_url: str | None, echo: Callable[[str], None]) -> None:
     """Post the demo data and its builds, wait for the builds, then print example commands."""
     from modelbus.db import registry
@@ -178,6 +201,7 @@ def load_demo(app: App, stop: threading.Event, base_url: str | None, echo: Calla
         else:
             echo(f"demo: {command} failed: {build['reason']}")
     if base_url:
+        _demo_feedback(app, base_url, echo)
         port = urlsplit(base_url).port
         echo(f"dashboard: {base_url}/  (or: {shlex.quote(_cli_path())} open --port {port})")
         echo("try:")

@@ -7,6 +7,7 @@ installs it), it is never skipped.
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -31,6 +32,8 @@ HOSTILE_ID = "<img src=x onerror=\"document.title='pwned-id'\">"
 HOSTILE_TS = "<script>document.title='pwned-ts'</script>"
 HOSTILE_RAW = b"<script>document.title='pwned-raw'</script><img src=x onerror=\"document.title='pwned-raw'\">"
 HOSTILE_DATASET = "<img src=x onerror=\"document.title='pwned-dataset'\">"
+# Fires on the demo's answered predictions, so the alerts page has rows to show.
+ALERT_RULE = {"name": "high-score", "model": "mlp", "on": "prediction", "above": 6}
 # Every flag keeps Chromium off the network this machine does not have (it otherwise hangs).
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -43,7 +46,8 @@ def server(tmp_path_factory):
     work = tmp_path_factory.mktemp("browser")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELBUS_")}
-    env.update(MODELBUS_DATABASE_URL=f"sqlite:///{work / 'modelbus.db'}", MODELBUS_API_TOKEN=TOKEN, PYTHONUNBUFFERED="1")
+    env.update(MODELBUS_DATABASE_URL=f"sqlite:///{work / 'modelbus.db'}", MODELBUS_API_TOKEN=TOKEN, PYTHONUNBUFFERED="1",
+               MODELBUS_ALERTS=json.dumps([ALERT_RULE]))
     proc = subprocess.Popen([MODELBUS, "up", "--demo", "--port", str(port)], cwd=work, env=env, stdout=subprocess.PIPE,
                             stderr=open(work / "up.log", "w"), text=True, start_new_session=True)
     printed = []
@@ -78,6 +82,11 @@ def seed_hostile(base: str) -> None:
                  ('{"type":"training","payload":"3,4,5,6","dataset":"%s"}' % HOSTILE_DATASET.replace('"', '\\"')).encode()):
         refused = requests.post(f"{base}/api/events", data=body, headers=auth, timeout=10)
         assert refused.status_code == 400, refused.text
+    # The demo's feedback is joined once its predictions are recorded (pending until then).
+    deadline = time.monotonic() + 60
+    while requests.get(f"{base}/api/feedback?limit=1", timeout=10).json()["counts"].get("joined") != 200:
+        assert time.monotonic() < deadline, "the demo's feedback was not joined"
+        time.sleep(0.2)
     # Predictions for the predictions-per-second chart.
     for _ in range(20):
         assert requests.get(f"{base}/api/predict/mlp/3,4,5", timeout=10).status_code == 200
@@ -131,7 +140,8 @@ def wait_for(driver, script: str, timeout: float = 20, what: str = ""):
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what or script}\nconsole: {driver.get_log('browser')}")
+            raise AssertionError(f"not within {timeout}s: {what or script}\nconsole: {driver.get_log('browser')}\n"
+                             f"page: {driver.execute_script('return document.body.innerText')[:3000]}")
         time.sleep(0.2)
 
 
@@ -178,8 +188,13 @@ def test_every_page_draws_its_charts_without_a_console_error(server, browser):
                                       "document.querySelectorAll('#datasets tbody tr').length == 2",
                                       "document.querySelectorAll('#builds tbody tr').length == 2"]),
         ("version-mlp-1", "/models/mlp/versions/1?dataset=default",
-         [points("#chart-confusion") + " >= 1", points("#chart-classes") + " >= 10"]),
+         [points("#chart-confusion") + " >= 1", points("#chart-classes") + " >= 10",
+          # the demo's 200 answers and their feedback: live metrics, and drift of the 3 features
+          "document.getElementById('live').textContent.includes('feedback joined200')",
+          points("#chart-drift") + " == 3"]),
         ("version-linear-1", "/models/linear/versions/1?dataset=default", []),
+        ("alerts", "/alerts", [points("#chart-rules") + " == 1", points("#chart-feedback") + " >= 1",
+                               "document.querySelectorAll('#rows tbody tr').length >= 1"]),
         ("events", "/events", ["document.querySelectorAll('#rows tbody tr').length == 100"]),
         ("dead-letters", "/dead-letters", ["document.querySelectorAll('#rows tbody tr').length == 3"]),
     ]
@@ -191,7 +206,7 @@ def test_every_page_draws_its_charts_without_a_console_error(server, browser):
 
 
 def test_hostile_strings_in_the_log_show_as_text_and_never_run(server, browser):
-    position = requests.get(f"{server}/api/events?after=500", timeout=10).json()
+    position = requests.get(f"{server}/api/events?after=500&limit=1000", timeout=10).json()
     hostile = next(e for e in position["events"] if e["id"] == HOSTILE_ID)
     log = visit(browser, server, f"/events?after={hostile['position'] - 1}&limit=5", "events-hostile",
                 ["document.querySelectorAll('#rows tbody tr').length >= 1"])

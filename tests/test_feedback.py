@@ -80,7 +80,7 @@ def test_fifty_answers_and_their_truth_give_live_accuracy_training_events_and_al
     assert v1["live"]["feedback_count"] == 50
     assert v1["live"]["accuracy"] == pytest.approx(right / 50)
     assert v1["live"]["last"] == {"n": 50, "accuracy": pytest.approx(right / 50)}
-    assert set(v1["live"]["drift"]) == {"x0", "x1", "x2"}
+    assert v1["live"]["drift"] is None  # 50 recorded inputs are too few for a meaningful PSI
 
     assert app.store.count(type="training") == trained_before + 50
     made = app.store.read(after=0, limit=10_000, type="training")
@@ -223,13 +223,16 @@ def test_a_live_accuracy_rule_fires_once_per_window_and_a_rebuild_rule_posts_one
 
 
 def test_a_drift_rule_fires_on_inputs_far_from_the_training_rows(fresh):
-    rules = [{"name": "x0-drift", "model": "mlp", "on": "drift", "feature": "x0", "above": 0.25, "window": 40}]
+    rules = [{"name": "x0-drift", "model": "mlp", "on": "drift", "feature": "x0", "above": 0.25, "window": 100}]
     app, flask_app, serving = make(fresh, alerts=rules)
     client = flask_app.test_client()
-    predict_rows(client, ["50,4,5"] * 40, prefix="far")
+    predict_rows(client, ["50,4,5"] * 100, prefix="far")
     serving.recorder.flush()
     [alert] = app.monitor().check()
     assert alert["rule"] == "x0-drift" and alert["value"] > 0.25 and alert["subject"] == "mlp/default/v1/predictions/1"
-    assert predictions.count(app.engine, "mlp", "default", 1) == 40
+    assert predictions.count(app.engine, "mlp", "default", 1) == 100
+    detail = client.get("/api/models/mlp").get_json()
+    [v1] = [v for d in detail["datasets"] for v in d["versions"] if v["production"]]
+    assert v1["live"]["drift"]["x0"] > 0.25 and v1["live"]["drift"]["x1"] > 0.25  # every x1 is 4: drifted too
     serving.close()
     app.close()

@@ -69,6 +69,7 @@ def test_make_run_serves_the_demo_and_its_printed_commands_work(tmp_path):
             printed.append(proc.stdout.readline())
         shown = "".join(printed)
         assert "demo: build_mlp -> version 1" in shown and "demo: build_linear -> version 1" in shown
+        assert re.search(r"demo: 200 mlp predictions answered over HTTP \(\d+ right\), 200 feedback events sent", shown)
         examples = [line.strip() for line in printed[printed.index("try:\n") + 1 :] if line.startswith("  ")]
         assert len(examples) == 7
 

@@ -105,6 +105,12 @@ def version_page(model: str, version: int) -> str:
                  mv=found, production=production, scalars=_scalars(found.metrics), metric=MAIN_METRICS[model])
 
 
+@bp.get("/alerts")
+def alerts_page() -> str:
+    """Alerts raised by the rules, the firings per rule, and what became of the feedback."""
+    return _page("alerts.html", "alerts", "Alerts", limit=DEFAULT_PAGE)
+
+
 @bp.get("/events")
 def events_page() -> str:
     """The log, filterable by type, name and dataset, a page at a time."""

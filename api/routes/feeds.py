@@ -9,12 +9,14 @@ from modelbus.api.errors import json_response
 from modelbus.api.params import query
 from modelbus.api.sampler import EXTENSION as SAMPLER
 from modelbus.api.views import iso
-from modelbus.db import registry
+from modelbus.db import alerts, feedback, registry
+from modelbus.handlers.serving.alerting import alert_json
 from modelbus.messages import http
 
 bp = Blueprint("feeds", __name__)
 
 RECENT_BUILDS = 10
+RECENT_ALERTS = 10
 
 
 @bp.get("/api/dashboard/overview")
@@ -43,6 +45,9 @@ def overview() -> Response:
         "models": models,
         "serving": [{"model": l.model, "dataset": l.dataset, "version": l.version} for l in p.serving.cache.loaded()],
         "series": sampler.series(),
+        "alerts": {"counts": alerts.counts(store.engine),
+                   "recent": [alert_json(a) for a in alerts.listed(store.engine, limit=RECENT_ALERTS)]},
+        "feedback": feedback.status_counts(store.engine),
     })
 
 

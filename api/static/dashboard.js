@@ -257,6 +257,68 @@
     ];
   }
 
+  function alertColumns() {
+    return [
+      {label: "time (UTC)", cell: a => time(a.created_at)},
+      {label: "rule", cell: a => a.rule},
+      {label: "model", cell: a => a.version ? link(versionHref(a.model, a.dataset, a.version), a.model + " v" + a.version) : a.model},
+      {label: "value", num: true, cell: a => a.value === undefined ? "–" : num(a.value, 4)},
+      {label: "subject", cls: "wrap", cell: a => a.subject},
+      {label: "rule says", cls: "wrap", cell: a => a.detail + (a.action === "rebuild" ? " (rebuild)" : "")},
+    ];
+  }
+
+  function alerts() {
+    const search = params();
+    let shown = "";
+    poll(async () => {
+      const [page, overview] = await Promise.all([
+        getJSON("/api/alerts" + query({before: search.get("before"), limit: search.get("limit") || body.dataset.limit})),
+        getJSON("/api/feedback" + query({limit: 1})),
+      ]);
+      const rules = Object.entries(page.counts);
+      plot("chart-rules", [{x: rules.map(r => plotText(r[0])), y: rules.map(r => r[1]), type: "bar", marker: {color: COLORS[4]}}],
+        {margin: {l: 40, r: 10, t: 10, b: 70}});
+      const statuses = Object.entries(overview.counts);
+      plot("chart-feedback", [{x: statuses.map(r => plotText(r[0])), y: statuses.map(r => r[1]), type: "bar", marker: {color: COLORS[2]}}],
+        {margin: {l: 40, r: 10, t: 10, b: 70}});
+      const items = [["/alerts", "newest"]];
+      if (page.next !== null) items.push(["/alerts" + query({before: page.next, limit: search.get("limit")}), "older"]);
+      pager(items);
+      const key = JSON.stringify(page.alerts);
+      if (key === shown) return;
+      shown = key;
+      fill("rows", table(alertColumns(), page.alerts, "no alert yet: rules fire on predictions, live metrics and drift"));
+    });
+  }
+
+  function showLive(live) {
+    if (!live) {
+      fill("live", empty("no live metrics"));
+      return;
+    }
+    const rows = [["feedback joined", num(live.feedback_count)]];
+    for (const key of ["accuracy", "mae", "rmse"]) {
+      if (live[key] !== undefined && live[key] !== null) rows.push([key + " (whole life)", num(live[key], 4)]);
+      if (live.last && live.last[key] !== undefined && live.last[key] !== null) {
+        rows.push([key + " (last " + num(live.last.n) + ")", num(live.last[key], 4)]);
+      }
+    }
+    const nodes = [el("table", {}, el("tbody", {}, ...rows.map(([name, value]) =>
+      el("tr", {}, el("th", {scope: "row"}, name), el("td", {class: "num"}, value)))))];
+    if (!live.feedback_count) nodes.push(empty("no feedback joined yet: send {\"type\":\"feedback\",\"id\":<prediction id>,\"label\":...}"));
+    fill("live", ...nodes);
+    const drift = Object.entries(live.drift || {});
+    if (!drift.length) {
+      fill("chart-drift", empty("fewer than 100 recorded inputs: no drift yet"));
+      return;
+    }
+    plot("chart-drift", [{x: drift.map(d => plotText(d[0])), y: drift.map(d => d[1]), type: "bar",
+      marker: {color: drift.map(d => d[1] >= 0.25 ? COLORS[4] : d[1] >= 0.1 ? COLORS[1] : COLORS[2])}}],
+    {margin: {l: 50, r: 10, t: 10, b: 50}, xaxis: {type: "category"},
+      shapes: [0.1, 0.25].map(y => ({type: "line", xref: "paper", x0: 0, x1: 1, y0: y, y1: y, line: {dash: "dot", width: 1, color: "#7f8c8d"}}))});
+  }
+
   function overview() {
     poll(async () => {
       const data = await getJSON("/api/dashboard/overview");
@@ -272,6 +334,11 @@
       fill("card-queue", num(data.build_queue.length));
       fill("card-dead", num(data.dead_letters));
       fill("card-failures", num(data.handler_failures.count));
+      fill("card-alerts", num(Object.values(data.alerts.counts).reduce((a, b) => a + b, 0)));
+      fill("card-feedback", num(data.feedback.joined || 0));
+      const otherFeedback = Object.entries(data.feedback).filter(([k]) => k !== "joined");
+      fill("card-feedback-sub", otherFeedback.length ? otherFeedback.map(([k, v]) => v + " " + k).join(", ") : "feedback events joined");
+      fill("recent-alerts", table(alertColumns(), data.alerts.recent, "no alert yet"));
 
       timeSeries("chart-head", series, "head", "log head");
       timeSeries("chart-ingest", series, "ingest_rate", "events/s", {type: "bar", mode: undefined, marker: {color: COLORS[1]}});
@@ -507,6 +574,7 @@
       if (!found) return;
       fill("production", ds.production === number ? "yes" : "no");
       document.getElementById("promote-button").disabled = ds.production === number;
+      showLive(found.live);
       if (drawn) return;  // a version never changes: draw its charts once
       drawn = true;
       const metrics = found.metrics;
@@ -637,7 +705,8 @@
   }
 
   setupToken();
-  const pages = {overview: overview, models: models, model: model, version: version, events: events, "dead-letters": deadLetters};
+  const pages = {overview: overview, models: models, model: model, version: version, alerts: alerts, events: events,
+    "dead-letters": deadLetters};
   if (pages[page]) pages[page]();
   else setStatus("", false);
 })();
