@@ -5,6 +5,8 @@ import json
 import math
 from typing import Any
 
+import orjson
+
 
 def canonical_json(obj: Any) -> str:
     """JSON with sorted keys and no spaces: the stored form of every event."""
@@ -28,3 +30,11 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: json_safe(v) for k, v in value.items()}
     return value
+
+
+def fast_json(obj: Any) -> str:
+    """compact_json's output, written by orjson (non-finite floats are null there too) where it can."""
+    try:
+        return orjson.dumps(obj).decode()
+    except TypeError:
+        return compact_json(obj)
