@@ -386,3 +386,31 @@ def test_a_dataset_name_ends_where_it_ends():
     # A regex's $ also matches before a final newline: "abc\n" was taken as a dataset name.
     error = rejected(parse_event_obj, {"type": "training", "payload": "1,2", "dataset": "abc\n"})
     assert (error.code, error.message[:14]) == ("bad_field", "dataset 'abc\n'")
+
+
+def _json_dumps_canonical(obj) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=8), children, max_size=5),
+    max_leaves=20,
+)
+
+
+@given(_JSON_VALUES)
+@example([1e-05, 1.5e-05, 0.0001, 1e16, 1e15, 123456789012345680.0, 5e-324, -0.0, 2**63, 2**64])
+@example({"é": 1, "😀": 2, "\uffff": 3, "Z": 4, "": 5, "s": "\x00\x1f\u2028\ud800"})
+@settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
+def test_canonical_json_is_json_dumps_text_exactly(value):
+    # The fast path (orjson) must write byte for byte what json.dumps writes: stored payloads
+    # and lineage digests depend on it.
+    assert canonical_json(value) == _json_dumps_canonical(value)
+
+
+@pytest.mark.parametrize("value", [float("nan"), [float("inf")], {"x": float("-inf")}])
+def test_canonical_json_refuses_non_finite_floats(value):
+    with pytest.raises(ValueError):
+        canonical_json(value)
