@@ -37,6 +37,15 @@ def compact_json(obj: Any) -> str:
         return json.dumps(json_safe(obj), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
+def compact_json_bytes(obj: Any) -> bytes:
+    """compact_json's document as UTF-8 bytes, written by orjson (a float may take another of its exact spellings)."""
+    # orjson writes non-finite floats as null already, and numpy scalars and arrays as numbers.
+    try:
+        return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
+    except TypeError:
+        return compact_json(obj).encode()
+
+
 def json_safe(value: Any) -> Any:
     """`value` with every non-finite float (NaN, infinity) replaced by None, which JSON can hold."""
     if isinstance(value, float) and not math.isfinite(value):
