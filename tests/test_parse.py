@@ -414,3 +414,27 @@ def test_canonical_json_is_json_dumps_text_exactly(value):
 def test_canonical_json_refuses_non_finite_floats(value):
     with pytest.raises(ValueError):
         canonical_json(value)
+
+
+@pytest.mark.parametrize("payload", ["1,2,3,4", " 1.5 , -2e3,0.25,7", "0,99999999999999999999", ".5,1."])
+def test_stored_training_values_are_the_strict_parsers(payload):
+    from modelbus.messages.parse import stored_training_values
+
+    obj = {"type": "training", "payload": payload, "dataset": "default", "id": "a", "ts": 5}
+    event = parse_event_obj(obj, system=True)
+    assert stored_training_values(obj, "default") == (*event.features, event.label)
+
+
+@pytest.mark.parametrize("obj", [
+    {"type": "training", "payload": "1,2", "dataset": "other"},  # not the row's dataset
+    {"type": "training", "payload": [1, 2], "dataset": "default"},  # an array: the parser's
+    {"type": "training", "payload": {"a": 1}, "dataset": "default"},  # typed fields
+    {"type": "training", "payload": "1", "dataset": "default"},  # no label
+    {"type": "training", "payload": "1,x", "dataset": "default"},
+    {"type": "training", "payload": "1,2", "dataset": "default", "extra": 1},
+    {"type": "command", "payload": "build_mlp", "dataset": "default"},
+])
+def test_anything_but_a_plain_stored_record_takes_the_strict_parser(obj):
+    from modelbus.messages.parse import stored_training_values
+
+    assert stored_training_values(obj, "default") is None
