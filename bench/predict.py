@@ -245,6 +245,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--baseline-requests", type=int, default=BASELINE_REQUESTS, help="Kafka requests at batch size 1")
     parser.add_argument("--http-clients", type=int, default=16)
     parser.add_argument("--http-seconds", type=float, default=10.0)
+    parser.add_argument("--kafka-only", action="store_true", help="Measure the Kafka predictor only, not HTTP.")
     parser.add_argument("--rows", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--load", help=argparse.SUPPRESS)  # internal: run as the load generator
     args = parser.parse_args(argv if argv is not None else [a for a in sys.argv[1:] if a != "predict"])
@@ -260,6 +261,8 @@ def main(argv: list[str] | None = None) -> dict | None:
         print(f"kafka  predictor, batched / raw produce            {batched / produced:10.2f}   (goal >= 0.5)")
         print(f"kafka  predictor, predict_batch=1 (baseline)       {single:10,.0f} predictions/s")
         print(f"kafka  predictor, predict_batch=256, wait 10 ms    {batched:10,.0f} predictions/s   x{batched / single:.1f}")
+        if args.kafka_only:
+            return {"batched": batched, "batch1": single, "produce": produced}
         results = http_rates(url, args.http_clients, args.http_seconds)
     base_rps = results[0][1]["requests_per_s"]
     for index, (name, result) in enumerate(results):
