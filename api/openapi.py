@@ -286,6 +286,12 @@ def openapi_document(token_required: bool = False) -> dict[str, Any]:
         "tags": ["dashboard"],
         "responses": {"200": c.json(dict[str, Any], "The overview"), **c.errors(503)},
     }}
+    paths["/api/dashboard/windows"] = {"get": {
+        "summary": "The windows page's data: every declared window with its settings, closed rows, late events and "
+                   "watermark",
+        "tags": ["dashboard"],
+        "responses": {"200": c.json(dict[str, Any], "The windows"), **c.errors(503)},
+    }}
     paths["/api/dashboard/models"] = {"get": {
         "summary": "Per model and dataset: each version's main metric and build time, and the promotions",
         "tags": ["dashboard"],

@@ -9,6 +9,7 @@ import time
 import traceback
 
 import bench
+from bench._table import table
 
 
 def modules() -> list[str]:
@@ -31,21 +32,22 @@ def run(argv: list[str]) -> int:
         print(f"unknown benchmark {unknown[0]} (available: {', '.join(available)})", file=sys.stderr)
         return 2
     failed = []
+    results: dict[str, object] = {}
     for name in wanted:
         print(f"== bench.{name}", flush=True)
         started = time.monotonic()
         try:
             entry = importlib.import_module(f"bench.{name}").main
             # Each runs with its defaults: the names given here are not its arguments.
-            if inspect.signature(entry).parameters:
-                entry([])
-            else:
-                entry()
+            results[name] = entry([]) if inspect.signature(entry).parameters else entry()
         except Exception as exc:  # one broken benchmark does not hide the others' figures
             failed.append(name)
             traceback.print_exc()
             print(f"bench.{name} failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         print(f"== bench.{name} took {time.monotonic() - started:.1f}s\n", flush=True)
+    print("== the issue's table (modelbus beside the baseline measured in this run)")
+    for line in table(results):
+        print(line)
     return 1 if failed else 0
 
 

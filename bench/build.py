@@ -133,8 +133,8 @@ def _mysql(server: str, rows: np.ndarray) -> dict:
         admin.dispose()
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Print the figures, one JSON object per store."""
+def main(argv: list[str] | None = None) -> dict | None:
+    """Print the figures, one JSON object per store; returns MySQL's (None when skipped)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=ROWS)
     parser.add_argument("--mysql", default=os.environ.get("MODELBUS_BENCH_MYSQL_URL", LOCAL_MYSQL),
@@ -149,7 +149,10 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     if args.mysql:
-        print(json.dumps({"store": "mysql", **_mysql(args.mysql, rows)}), flush=True)
+        result = {"store": "mysql", **_mysql(args.mysql, rows)}
+        print(json.dumps(result), flush=True)
+        return result
+    return None
 
 
 if __name__ == "__main__":

@@ -143,6 +143,28 @@ def kafka_rate(bootstrap: str, url: str, n: int, batch: int, wait_ms: int, **ext
     return (got - first) / elapsed
 
 
+def produce_rate(bootstrap: str, n: int) -> float:
+    """The baseline of the batched predictor: kafka-python alone producing n answer-sized messages, msg/s."""
+    from kafka import KafkaProducer
+
+    from modelbus.commands.kafka import KafkaConfig, create_topics
+
+    topic = f"produce-{uuid.uuid4().hex[:8]}"
+    create_topics(KafkaConfig(bootstrap=bootstrap), PARTITIONS, topics=[topic])
+    answer = json.dumps({"id": "b1", "input": "3.0,4.0,5.0", "result": 5.0, "accuracy": 0.61, "model": "mlp",
+                         "dataset": "default", "version": 1, "modelid": str(uuid.uuid4()),
+                         "prediction-date": "2026-11-24 04:00:00"}).encode()
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, batch_size=64 * 1024)
+    producer.send(topic, value=answer, key=b"k").get(30)  # connected and the topic's leaders known
+    started = time.perf_counter()
+    for i in range(n):
+        producer.send(topic, value=answer, key=f"k{i}".encode())
+    producer.flush()
+    elapsed = time.perf_counter() - started
+    producer.close()
+    return n / elapsed
+
+
 def load(base: str, clients: int, seconds: float, rows: int) -> dict:
     """Run in the second process: `clients` threads POST /api/predict for `seconds`; counts answers."""
     import requests
@@ -216,25 +238,31 @@ def http_rates(url: str, clients: int, seconds: float, loads: tuple[tuple[int, i
         api.wait(30)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Measure and print the rates and their ratios to the baselines."""
+def main(argv: list[str] | None = None) -> dict | None:
+    """Measure and print the rates and their ratios to the baselines; returns the Kafka figures."""
     parser = argparse.ArgumentParser(prog="python -m bench.predict")
     parser.add_argument("--requests", type=int, default=REQUESTS, help="Kafka requests with batching")
     parser.add_argument("--baseline-requests", type=int, default=BASELINE_REQUESTS, help="Kafka requests at batch size 1")
     parser.add_argument("--http-clients", type=int, default=16)
     parser.add_argument("--http-seconds", type=float, default=10.0)
+    parser.add_argument("--kafka-only", action="store_true", help="Measure the Kafka predictor only, not HTTP.")
     parser.add_argument("--rows", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--load", help=argparse.SUPPRESS)  # internal: run as the load generator
     args = parser.parse_args(argv if argv is not None else [a for a in sys.argv[1:] if a != "predict"])
     if args.load:
         print(json.dumps(load(args.load, args.http_clients, args.http_seconds, args.rows)))
-        return
+        return None
     print(f"cpus: {os.cpu_count()}; kafka: {args.requests} requests batched, {args.baseline_requests} at batch size 1")
     with services() as (bootstrap, url):
         batched = kafka_rate(bootstrap, url, args.requests, batch=256, wait_ms=10)
         single = kafka_rate(bootstrap, url, args.baseline_requests, batch=1, wait_ms=0)
+        produced = produce_rate(bootstrap, args.requests)
+        print(f"kafka  raw kafka-python produce (baseline)         {produced:10,.0f} msg/s")
+        print(f"kafka  predictor, batched / raw produce            {batched / produced:10.2f}   (goal >= 0.5)")
         print(f"kafka  predictor, predict_batch=1 (baseline)       {single:10,.0f} predictions/s")
         print(f"kafka  predictor, predict_batch=256, wait 10 ms    {batched:10,.0f} predictions/s   x{batched / single:.1f}")
+        if args.kafka_only:
+            return {"batched": batched, "batch1": single, "produce": produced}
         results = http_rates(url, args.http_clients, args.http_seconds)
     base_rps = results[0][1]["requests_per_s"]
     for index, (name, result) in enumerate(results):
@@ -242,6 +270,7 @@ def main(argv: list[str] | None = None) -> None:
         label = "(baseline)" if index == 0 else ""
         print(f"http   POST /api/predict, {name:<28} {label:<10} {result['requests_per_s']:8,.0f} requests/s "
               f"{result['rows_per_s']:9,.0f} rows/s{ratio}" + (f"   {result['failures']} failed" if result["failures"] else ""))
+    return {"batched": batched, "batch1": single, "produce": produced}
 
 
 if __name__ == "__main__":

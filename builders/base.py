@@ -37,6 +37,17 @@ def check_stop(stop: threading.Event | None) -> None:
         raise Cancelled("the build was cancelled: the process is stopping")
 
 
+def class_labels(kind: str, y: np.ndarray, max_classes: int) -> np.ndarray:
+    """Every distinct label of a classifier's data, sorted; BuildError for fewer than 2 or more than max_classes."""
+    classes = np.unique(y)
+    if classes.size < 2:
+        raise BuildError(f"dataset has 1 distinct label ({float(classes[0])!r}); {kind} needs at least 2")
+    if classes.size > max_classes:
+        raise BuildError(f"dataset has {classes.size} distinct labels; {kind} supports at most {max_classes} "
+                         "(is the label a class?)")
+    return classes
+
+
 class InputError(ValueError):
     """Rows given to a model for prediction do not fit it (shape, count, non-finite values)."""
 

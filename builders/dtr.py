@@ -27,6 +27,7 @@ from modelbus.builders.base import (
     Model,
     Seed,
     TrainingData,
+    class_labels,
     dumps_canonical,
     integer,
     one_of,
@@ -242,12 +243,7 @@ class DtrBuilder(Builder):
         train_rows, test_rows = holdout(self.kind, data, params, MIN_TRAIN, MIN_TEST)
         # Every label of the dataset is a class of the model, as in mlp, so a class seen only in
         # the test rows is scored (and reported untrained) rather than unknown.
-        classes = np.unique(data.y)
-        if classes.size < 2:
-            raise BuildError(f"dataset has 1 distinct label ({float(classes[0])!r}); dtr needs at least 2")
-        if classes.size > MAX_CLASSES:
-            raise BuildError(f"dataset has {classes.size} distinct labels; dtr supports at most {MAX_CLASSES} "
-                             "(is the label a class?)")
+        classes = class_labels(self.kind, data.y, MAX_CLASSES)
         require_float32_range(data)
         estimator = DecisionTreeClassifier(
             criterion=params["criterion"],

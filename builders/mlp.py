@@ -22,7 +22,6 @@ from pydantic import AfterValidator, Field
 
 from modelbus.builders.base import (
     Builder,
-    BuildError,
     BuildParams,
     BuildResult,
     Fraction,
@@ -31,6 +30,7 @@ from modelbus.builders.base import (
     PositiveNumber,
     Seed,
     TrainingData,
+    class_labels,
     check_stop,
     column_stats,
     dumps_canonical,
@@ -273,12 +273,7 @@ class MlpBuilder(Builder):
         started = time.perf_counter()
         params = self.validate_params(params)
         train_rows, test_rows = holdout(self.kind, data, params, MIN_TRAIN, MIN_TEST)
-        classes = np.unique(data.y)
-        if classes.size < 2:
-            raise BuildError(f"dataset has 1 distinct label ({float(classes[0])!r}); mlp needs at least 2")
-        if classes.size > MAX_CLASSES:
-            raise BuildError(f"dataset has {classes.size} distinct labels; mlp supports at most {MAX_CLASSES} "
-                             "(is the label a class?)")
+        classes = class_labels(self.kind, data.y, MAX_CLASSES)
         mean, std = fit_standardisation(train_rows.X)
         x = standardise(train_rows.X, mean, std)
         # The network computes in float32: a spread beyond its range would train on infinities.

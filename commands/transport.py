@@ -5,7 +5,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -17,6 +17,9 @@ class Transport(Protocol):
 
     def publish(self, topic: str, value: bytes, key: bytes | None = None) -> None:
         """Queue one message for `topic`."""
+
+    def publish_many(self, topic: str, messages: Iterable[tuple[bytes, bytes | None]]) -> None:
+        """Queue (value, key) pairs for `topic`, in order."""
 
     def flush(self, timeout: float | None = None) -> None:
         """Block until every queued message is acknowledged; raise if one failed."""
@@ -46,6 +49,11 @@ class InProcessTransport:
                 callback(value, key)
             except Exception:
                 log.exception("in-process subscriber of %s failed", topic)
+
+    def publish_many(self, topic: str, messages: Iterable[tuple[bytes, bytes | None]]) -> None:
+        """Deliver each (value, key) pair now, in order."""
+        for value, key in messages:
+            self.publish(topic, value, key)
 
     def flush(self, timeout: float | None = None) -> None:
         """Nothing is ever queued."""
@@ -129,6 +137,18 @@ class KafkaTransport:
             self._discard(generation, exc)
             raise
         self._pending().append((generation, future))
+
+    def publish_many(self, topic: str, messages: Iterable[tuple[bytes, bytes | None]]) -> None:
+        """Queue (value, key) pairs with one producer look-up; their acknowledgements are checked at this thread's next flush."""
+        producer, generation = self._current()
+        send, pending = producer.send, self._pending()
+        try:
+            for value, key in messages:
+                pending.append((generation, send(topic, value=value, key=key)))
+        except Exception as exc:
+            pending.clear()
+            self._discard(generation, exc)
+            raise
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait (at most `timeout`, default the transport's) for every message this thread queued; raise the first error."""

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator, Mapping, Sequence
 
 from sqlalchemy import Connection, Engine, func, insert, select, update
 
-from modelbus.db.dialect import insert_many, lock_log_head
+from modelbus.db.dialect import insert_rows, lock_log_head
 from modelbus.db.engine import reachable
 from modelbus.db.errors import Conflict, ConstraintViolation, LostConnection
 from modelbus.db.schema import datasets, dead_letters, events, log_head
@@ -41,6 +41,11 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
+SOURCE_COLUMNS = ("source", "source_topic", "source_topic_id", "source_partition", "source_offset")
+# The columns of an appended event, in the order append_batch builds its rows.
+_INSERT_COLUMNS = ("position", "event_id", "type", "name", "dataset", "payload", "received_at", *SOURCE_COLUMNS)
+
+
 @dataclass(frozen=True)
 class Source:
     """Where a message came from: a Kafka coordinate, or an entry point (http, cli, cron, system)."""
@@ -60,14 +65,14 @@ class Source:
 
     def columns(self) -> dict[str, object]:
         """The source columns of an events or dead_letters row."""
+        return dict(zip(SOURCE_COLUMNS, self.column_values()))
+
+    def column_values(self) -> tuple:
+        """The source columns' values, in SOURCE_COLUMNS order."""
         coord = self.coordinate
-        return {
-            "source": self.kind,
-            "source_topic": coord[0] if coord else None,
-            "source_topic_id": coord[1] if coord else None,
-            "source_partition": coord[2] if coord else None,
-            "source_offset": coord[3] if coord else None,
-        }
+        if coord is None:
+            return (self.kind, None, None, None, None)
+        return (self.kind, *coord)
 
     def describe(self) -> dict[str, object]:
         """The source as shown on error_topic and in the API."""
@@ -205,7 +210,7 @@ def append_batch(conn: Connection, items: Sequence[Incoming], schemas: Schemas) 
 
     now = utcnow()
     outcomes: list[Outcome] = []
-    event_rows: list[dict] = []
+    event_rows: list[tuple] = []
     dead_rows: list[dict] = []
     new_datasets: list[dict] = []
     for item in items:
@@ -245,16 +250,8 @@ def append_batch(conn: Connection, items: Sequence[Incoming], schemas: Schemas) 
             learned[event.dataset] = event.values
             new_datasets.append({"name": event.dataset, "n_values": event.values, "first_position": head, "created_at": now})
         event_rows.append(
-            {
-                "position": head,
-                "event_id": event_id,
-                "type": event.type,
-                "name": event.name,
-                "dataset": event.dataset,
-                "payload": canonical_json(event.body),
-                "received_at": now,
-                **item.source.columns(),
-            }
+            (head, event_id, event.type, event.name, event.dataset, canonical_json(event.body), now,
+             *item.source.column_values())
         )
         stored_ids[event_id] = head
         if coord is not None:
@@ -263,8 +260,7 @@ def append_batch(conn: Connection, items: Sequence[Incoming], schemas: Schemas) 
 
     if new_datasets:
         conn.execute(insert(datasets), new_datasets)
-    for chunk in _chunks(event_rows, 5000):
-        insert_many(conn, events, list(chunk))
+    insert_rows(conn, events, _INSERT_COLUMNS, event_rows)
     if dead_rows:
         conn.execute(insert(dead_letters), dead_rows)
     if event_rows:

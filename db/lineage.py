@@ -4,17 +4,18 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Sequence
 
 import numpy as np
-from sqlalchemy import Connection, Engine, select
+import orjson
+from sqlalchemy import Engine, select
 
 from modelbus.builders.base import BuildError, TrainingData
 from modelbus.db.events import EventRow
 from modelbus.db.schema import events
 from modelbus.messages.errors import Rejected
 from modelbus.messages.datasets import InputSchema
-from modelbus.messages.parse import parse_event_obj, typed_record
+from modelbus.messages.parse import parse_event_obj, stored_training_values, typed_record
 from modelbus.messages.types import Training
 
 # Rows fetched per round trip while streaming the log.
@@ -48,6 +49,16 @@ class LineageHasher:
         self.last = position
         self.count += 1
 
+    def update_many(self, rows: Sequence[tuple[int, str]]) -> None:
+        """Add (position, payload) pairs in order: the same digest as update() on each, in one call."""
+        if not rows:
+            return
+        self._sha.update("".join([f"{position}\t{payload}\n" for position, payload in rows]).encode("utf-8"))
+        if self.first is None:
+            self.first = rows[0][0]
+        self.last = rows[-1][0]
+        self.count += len(rows)
+
     def result(self) -> Lineage:
         """The lineage of the events added so far."""
         return Lineage(self.first, self.last, self.count, self._sha.hexdigest())
@@ -80,13 +91,6 @@ def _training(row: EventRow, schema: InputSchema | None) -> Training:
     return record
 
 
-def stream_training(conn: Connection, dataset: str, before: int) -> Iterator[EventRow]:
-    """Training events of `dataset` with position < `before`, in position order, fetched in chunks."""
-    result = conn.execution_options(stream_results=True, yield_per=STREAM_ROWS).execute(_training_query(dataset, before))
-    for row in result:
-        yield EventRow(*row)
-
-
 def load_training(engine: Engine, dataset: str, before: int,
                   progress: Callable[[int], None] | None = None,
                   schema: InputSchema | None = None) -> tuple[TrainingData | None, Lineage]:
@@ -99,22 +103,37 @@ def load_training(engine: Engine, dataset: str, before: int,
     values: list[float | str] = []
     positions: list[int] = []
     width: int | None = None
+    query = (select(events.c.position, events.c.payload)
+             .where(events.c.dataset == dataset, events.c.name == "training", events.c.type == "training",
+                    events.c.position < before)
+             .order_by(events.c.position))
     with engine.connect() as conn:
-        for row in stream_training(conn, dataset, before):
-            hasher.update(row.position, row.payload)
-            record = _training(row, schema)
-            if width is None:
-                width = record.values
-            elif record.values != width:
-                raise BuildError(f"event {row.position} has {record.values} values where the dataset's "
-                                 f"earlier records have {width}")
-            values.extend(record.features)
-            values.append(record.label)
-            positions.append(row.position)
-            if progress is not None and hasher.count % 1000 == 0:
-                progress(1000)
-    if progress is not None and hasher.count % 1000:
-        progress(hasher.count % 1000)
+        result = conn.execution_options(stream_results=True, yield_per=STREAM_ROWS).execute(query)
+        for rows in result.partitions():
+            hasher.update_many(rows)
+            for position, payload in rows:
+                # Every stored event was validated on the way in: one in the plain shape ingest
+                # stores gives its values without the strict parser (which would give the same
+                # ones); anything else, or a typed dataset, is parsed as before.
+                plain = None
+                if schema is None:
+                    try:
+                        plain = stored_training_values(orjson.loads(payload), dataset)
+                    except orjson.JSONDecodeError:
+                        plain = None
+                if plain is None:
+                    record = _training(EventRow(position, "", "training", "training", dataset, payload, "", None),
+                                       schema)
+                    plain = (*record.features, record.label)
+                if width is None:
+                    width = len(plain)
+                elif len(plain) != width:
+                    raise BuildError(f"event {position} has {len(plain)} values where the dataset's "
+                                     f"earlier records have {width}")
+                values.extend(plain)
+                positions.append(position)
+            if progress is not None:
+                progress(len(rows))
     lineage = hasher.result()
     if not positions:
         return None, lineage

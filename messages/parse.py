@@ -38,7 +38,8 @@ from modelbus.messages.values import parse_values
 
 __all__ = [
     "DEFAULT_MAX_BYTES", "INT64_MAX", "INT64_MIN", "MAX_ID_CHARS", "VERSION_MAX", "check_feature_count", "check_record", "loads",
-    "parse_event", "parse_event_obj", "parse_request", "parse_request_obj", "parse_values", "shorten", "typed_record",
+    "parse_event", "parse_event_obj", "parse_request", "parse_request_obj", "parse_values", "shorten",
+    "stored_training_values", "typed_record",
 ]
 
 _COMMANDS: dict[str, type[BaseModel]] = {"promote": PromoteCommand}
@@ -154,3 +155,26 @@ def check_feature_count(event: Training, dataset_values: int | None) -> None:
             "wrong_feature_count",
             f"payload has {event.values} values; dataset '{event.dataset}' expects {dataset_values}",
         )
+
+
+# The fields of a stored training event that stored_training_values reads (ts and id change no value).
+_PLAIN_FIELDS = frozenset({"type", "payload", "dataset", "id", "ts"})
+
+
+def stored_training_values(obj: Any, dataset: str) -> tuple[float, ...] | None:
+    """The values (features, then the label) of a training event re-read from the log, when it has
+    the plain shape ingest stores (a CSV payload, no typed fields, its own dataset); else None.
+
+    The event was validated when it was stored: these are the values parse_event_obj(obj,
+    system=True) gives, without its per-field checks. Anything else takes the strict parser.
+    """
+    if type(obj) is not dict or obj.get("type") != "training" or obj.get("dataset") != dataset:
+        return None
+    payload = obj.get("payload")
+    if type(payload) is not str or not _PLAIN_FIELDS.issuperset(obj):
+        return None
+    try:
+        values = parse_values(payload, bounded=False)
+    except Rejected:
+        return None
+    return values if len(values) >= 2 else None

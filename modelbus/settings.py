@@ -97,6 +97,7 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8080, ge=0, le=65535)
     api_threads: int = Field(default=8, ge=1)
+    api_workers: int = Field(default=1, ge=1, le=64)
     api_token: str | None = None
     predict_batch: int = Field(default=256, ge=1)
     # An automatic promotion needs the newcomer tested on at least this many rows.

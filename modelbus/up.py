@@ -6,6 +6,7 @@ import os
 import shlex
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
@@ -163,6 +164,15 @@ def _demo_feedback(app: App, base_url: str, echo: Callable[[str], None]) -> None
 
     from modelbus.demo import feedback_rounds
 
+    from modelbus.db import registry
+
+    # A build's promotion is decided after its outcome is announced: wait for mlp's production version.
+    deadline = time.monotonic() + 60
+    while registry.aliases(app.engine).get(("mlp", "default")) is None:
+        if time.monotonic() > deadline:
+            echo("demo: mlp has no production version; no predictions for the feedback loop")
+            return
+        time.sleep(0.1)
     rounds = feedback_rounds()
     request = urllib.request.Request(f"{base_url}/api/predict", data=json.dumps([r for r, _ in rounds]).encode(),
                                      headers={"Content-Type": "application/json"}, method="POST")
@@ -172,10 +182,11 @@ def _demo_feedback(app: App, base_url: str, echo: Callable[[str], None]) -> None
     except OSError as exc:
         echo(f"demo: predictions for the feedback loop failed: {exc}")
         return
-    right = sum(a.get("result") == f["label"] for a, (_, f) in zip(answers, rounds))
-    outcomes = app.publisher.post([f for _, f in rounds], source="cli")
+    answered = [(a, f) for a, (_, f) in zip(answers, rounds) if "error" not in a]
+    right = sum(a["result"] == f["label"] for a, f in answered)
+    outcomes = app.publisher.post([f for _, f in answered], source="cli")
     sent = sum(o.status == "accepted" for o in outcomes)
-    echo(f"demo: {len(answers)} mlp predictions answered over HTTP ({right} right), {sent} feedback events sent: "
+    echo(f"demo: {len(answered)} mlp predictions answered over HTTP ({right} right), {sent} feedback events sent: "
          "live metrics on each version's page and in `modelbus models`")
 
 

@@ -22,7 +22,7 @@ from serving_support import FAST_MLP, build, run_handlers, seed_models
 
 TOKEN = "dash-token"
 HOSTILE_ID = "<img src=x onerror=alert(1)>"
-PAGES = ["/", "/models", "/models/mlp", "/models/mlp/versions/1?dataset=default", "/models/dtr",
+PAGES = ["/", "/models", "/models/mlp", "/models/mlp/versions/1?dataset=default", "/models/dtr", "/windows",
          "/models/dtr/versions/1", "/alerts", "/events", "/dead-letters"]
 
 

@@ -34,6 +34,9 @@ HOSTILE_RAW = b"<script>document.title='pwned-raw'</script><img src=x onerror=\"
 HOSTILE_DATASET = "<img src=x onerror=\"document.title='pwned-dataset'\">"
 # Fires on the demo's answered predictions, so the alerts page has rows to show.
 ALERT_RULE = {"name": "high-score", "model": "mlp", "on": "prediction", "above": 6}
+# A window over the raw page views seed_hostile posts, so the windows page has rows to show.
+WINDOW = {"name": "views_5m", "stream": "pageviews", "kind": "tumbling", "size": "5m",
+          "aggregates": [{"name": "views", "fn": "count"}, {"name": "avg_amount", "fn": "avg", "field": "amount"}]}
 # Every flag keeps Chromium off the network this machine does not have (it otherwise hangs).
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -47,7 +50,7 @@ def server(tmp_path_factory):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELBUS_")}
     env.update(MODELBUS_DATABASE_URL=f"sqlite:///{work / 'modelbus.db'}", MODELBUS_API_TOKEN=TOKEN, PYTHONUNBUFFERED="1",
-               MODELBUS_ALERTS=json.dumps([ALERT_RULE]))
+               MODELBUS_ALERTS=json.dumps([ALERT_RULE]), MODELBUS_WINDOWS=json.dumps([WINDOW]))
     proc = subprocess.Popen([MODELBUS, "up", "--demo", "--port", str(port)], cwd=work, env=env, stdout=subprocess.PIPE,
                             stderr=open(work / "up.log", "w"), text=True, start_new_session=True)
     printed = []
@@ -82,6 +85,11 @@ def seed_hostile(base: str) -> None:
                  ('{"type":"training","payload":"3,4,5,6","dataset":"%s"}' % HOSTILE_DATASET.replace('"', '\\"')).encode()):
         refused = requests.post(f"{base}/api/events", data=body, headers=auth, timeout=10)
         assert refused.status_code == 400, refused.text
+    # Half an hour of page views from three users: five closed 5-minute windows per user.
+    views = [{"type": "raw", "stream": "pageviews", "key": f"user-{i % 3}", "ts": 1_795_000_000_000 + i * 20_000,
+              "fields": {"event": "product_page", "amount": i % 7}} for i in range(100)]
+    posted = requests.post(f"{base}/api/events", json=views, headers=auth, timeout=30)
+    assert posted.status_code == 202, posted.text
     # The demo's feedback is joined once its predictions are recorded (pending until then).
     deadline = time.monotonic() + 60
     while requests.get(f"{base}/api/feedback?limit=1", timeout=10).json()["counts"].get("joined") != 200:
@@ -193,6 +201,9 @@ def test_every_page_draws_its_charts_without_a_console_error(server, browser):
           "document.getElementById('live').textContent.includes('feedback joined200')",
           points("#chart-drift") + " == 3"]),
         ("version-linear-1", "/models/linear/versions/1?dataset=default", []),
+        ("windows", "/windows?name=views_5m", ["document.querySelectorAll('#window-table tbody tr').length == 1",
+                                                 points("#chart-windows") + " >= 1", points("#chart-values") + " >= 10",
+                                                 "document.querySelectorAll('#rows tbody tr').length >= 10"]),
         ("alerts", "/alerts", [points("#chart-rules") + " == 1", points("#chart-feedback") + " >= 1",
                                "document.querySelectorAll('#rows tbody tr').length >= 1"]),
         ("events", "/events", ["document.querySelectorAll('#rows tbody tr').length == 100"]),

@@ -216,3 +216,18 @@ def test_an_accepted_append_wakes_waiting_followers(store):
     now = store.generation
     store.append([msg(training("1,2,3,4", id=store.read()[0].event_id)), msg(b"bad")])
     assert store.wait_for_append(now, 0) == now
+
+
+def test_awkward_text_and_a_batch_over_one_statement_come_back_exactly(store):
+    # MySQL appends render their rows into multi-row INSERTs: quotes, backslashes, percent
+    # signs and non-ASCII must survive, and a batch bigger than one statement is split.
+    awkward = ["it's", 'a "quote"', "back\\slash", "100% %s %(x)s", "é 😀 \u2028 x", "\x00nul", "line\nbreak"]
+    wide = ",".join(["1.25"] * 9_999 + ["0"])  # 50 kB, the most values a record may carry
+    items = [msg(training("1,2,3,4", id=text)) for text in awkward]
+    items += [msg(training(wide, id=f"wide-{i}", dataset="wide"), kafka_source(i)) for i in range(40)]
+    outcomes = store.append(items)
+    assert [o.status for o in outcomes] == [ACCEPTED] * len(items)
+    rows = store.read(limit=100)
+    assert [r.event_id for r in rows] == awkward + [f"wide-{i}" for i in range(40)]
+    assert [json.loads(r.payload)["payload"] for r in rows] == ["1,2,3,4"] * len(awkward) + [wide] * 40
+    assert store.append([msg(training(wide, dataset="wide"), kafka_source(39))])[0].status == DUPLICATE

@@ -386,3 +386,55 @@ def test_a_dataset_name_ends_where_it_ends():
     # A regex's $ also matches before a final newline: "abc\n" was taken as a dataset name.
     error = rejected(parse_event_obj, {"type": "training", "payload": "1,2", "dataset": "abc\n"})
     assert (error.code, error.message[:14]) == ("bad_field", "dataset 'abc\n'")
+
+
+def _json_dumps_canonical(obj) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=8), children, max_size=5),
+    max_leaves=20,
+)
+
+
+@given(_JSON_VALUES)
+@example([1e-05, 1.5e-05, 0.0001, 1e16, 1e15, 123456789012345680.0, 5e-324, -0.0, 2**63, 2**64])
+@example({"é": 1, "😀": 2, "\uffff": 3, "Z": 4, "": 5, "s": "\x00\x1f\u2028\ud800"})
+@settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
+def test_canonical_json_is_json_dumps_text_exactly(value):
+    # The fast path (orjson) must write byte for byte what json.dumps writes: stored payloads
+    # and lineage digests depend on it.
+    assert canonical_json(value) == _json_dumps_canonical(value)
+
+
+@pytest.mark.parametrize("value", [float("nan"), [float("inf")], {"x": float("-inf")}])
+def test_canonical_json_refuses_non_finite_floats(value):
+    with pytest.raises(ValueError):
+        canonical_json(value)
+
+
+@pytest.mark.parametrize("payload", ["1,2,3,4", " 1.5 , -2e3,0.25,7", "0,99999999999999999999", ".5,1."])
+def test_stored_training_values_are_the_strict_parsers(payload):
+    from modelbus.messages.parse import stored_training_values
+
+    obj = {"type": "training", "payload": payload, "dataset": "default", "id": "a", "ts": 5}
+    event = parse_event_obj(obj, system=True)
+    assert stored_training_values(obj, "default") == (*event.features, event.label)
+
+
+@pytest.mark.parametrize("obj", [
+    {"type": "training", "payload": "1,2", "dataset": "other"},  # not the row's dataset
+    {"type": "training", "payload": [1, 2], "dataset": "default"},  # an array: the parser's
+    {"type": "training", "payload": {"a": 1}, "dataset": "default"},  # typed fields
+    {"type": "training", "payload": "1", "dataset": "default"},  # no label
+    {"type": "training", "payload": "1,x", "dataset": "default"},
+    {"type": "training", "payload": "1,2", "dataset": "default", "extra": 1},
+    {"type": "command", "payload": "build_mlp", "dataset": "default"},
+])
+def test_anything_but_a_plain_stored_record_takes_the_strict_parser(obj):
+    from modelbus.messages.parse import stored_training_values
+
+    assert stored_training_values(obj, "default") is None

@@ -278,7 +278,7 @@ def test_micro_batcher_answers_each_caller_in_order(cache):
         sizes.append(len(batch))
         if len(sizes) == 1:
             # Hold the first batch until every other caller has queued, so they share the next one.
-            while batcher._queue.qsize() * 3 + sizes[0] < 36:
+            while len(batcher._pending) * 3 + sizes[0] < 36:
                 threading.Event().wait(0.01)
         return predict_batch(cache, batch)
 
@@ -300,6 +300,23 @@ def test_micro_batcher_answers_each_caller_in_order(cache):
         assert all(a["input"] == f"{float(n)},1.0,1.0" for a in answers)
     assert sum(sizes) == 36
     assert len(sizes) <= 2  # the callers queued behind the first batch shared one forward pass
+    assert sizes[0] == 3 and batcher.inline == 1  # the first caller found the batcher idle and ran its own
+
+
+def test_micro_batcher_runs_a_lone_caller_in_its_own_thread(cache):
+    threads: list[str] = []
+
+    def run(batch):
+        threads.append(threading.current_thread().name)
+        return predict_batch(cache, batch)
+
+    batcher = MicroBatcher(run)
+    for n in range(3):
+        [answer] = batcher.submit(items({"model": "slr", "payload": [n, 1, 1], "id": str(n)}))
+        assert answer["id"] == str(n) and "error" not in answer
+    assert threads == [threading.current_thread().name] * 3
+    assert batcher._thread is None  # no batching thread was needed
+    batcher.close()
 
 
 def test_micro_batcher_reports_a_failing_batch_to_its_callers():

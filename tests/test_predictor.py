@@ -28,6 +28,9 @@ class RecordingTransport:
     def publish(self, topic, value, key=None):
         self.sent.append((topic, value, key))
 
+    def publish_many(self, topic, messages):
+        self.sent.extend((topic, value, key) for value, key in messages)
+
     def flush(self, timeout=None):
         self.flushes += 1
         if self.failures:

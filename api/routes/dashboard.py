@@ -105,6 +105,13 @@ def version_page(model: str, version: int) -> str:
                  mv=found, production=production, scalars=_scalars(found.metrics), metric=MAIN_METRICS[model])
 
 
+@bp.get("/windows")
+def windows_page() -> str:
+    """Every declared window: its settings, closed rows, late events and watermark; one window's rows."""
+    name = request.args.get("name") or ""
+    return _page("windows.html", "windows", f"Window {name}" if name else "Windows", name=name, limit=DEFAULT_PAGE)
+
+
 @bp.get("/alerts")
 def alerts_page() -> str:
     """Alerts raised by the rules, the firings per rule, and what became of the feedback."""

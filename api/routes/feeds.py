@@ -51,6 +51,26 @@ def overview() -> Response:
     })
 
 
+@bp.get("/api/dashboard/windows")
+def windows() -> Response:
+    """Every declared window with its settings and status (closed rows, late events, watermark)."""
+    from modelbus.db import windows as window_store
+    from modelbus.handlers.log.windows import iso_ms
+
+    p = parts()
+    out = []
+    for spec in p.config.windows:
+        status = window_store.status(p.store.engine, spec.name, spec.stream)
+        out.append({
+            "name": spec.name, "stream": spec.stream, "kind": spec.kind, "size_ms": spec.size,
+            "advance_ms": spec.advance, "gap_ms": spec.gap, "grace_ms": spec.grace,
+            "columns": spec.columns, "dataset": spec.feature_dataset, "model": spec.model,
+            "closed": status.closed, "late_events": status.late,
+            "watermark": None if status.max_ts is None else iso_ms(status.max_ts - spec.grace),
+        })
+    return json_response({"windows": out})
+
+
 @bp.get("/api/dashboard/models")
 def model_histories() -> Response:
     """Per model and dataset: each version's main metric and time, and the promotions that moved production."""

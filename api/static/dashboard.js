@@ -292,6 +292,56 @@
     });
   }
 
+  function windows() {
+    const search = params();
+    const name = body.dataset.name;
+    let shown = "";
+    const form = document.getElementById("filters");
+    if (form) fillForm(form, search);
+    poll(async () => {
+      const declared = (await getJSON("/api/dashboard/windows")).windows;
+      const duration = ms => ms === null || ms === undefined ? "–" : (ms % 60000 === 0 ? ms / 60000 + " min" : ms / 1000 + " s");
+      fill("window-table", table([
+        {label: "window", cell: w => link("/windows" + query({name: w.name}), w.name)},
+        {label: "stream", cell: w => w.stream},
+        {label: "kind", cell: w => w.kind},
+        {label: "size / gap", cell: w => w.kind === "session" ? "gap " + duration(w.gap_ms) : duration(w.size_ms) +
+          (w.kind === "hopping" ? " every " + duration(w.advance_ms) : "")},
+        {label: "grace", cell: w => duration(w.grace_ms)},
+        {label: "aggregates", cls: "wrap", cell: w => w.columns.join(", ")},
+        {label: "closed", num: true, cell: w => num(w.closed)},
+        {label: "late events", num: true, cell: w => num(w.late_events)},
+        {label: "watermark (UTC)", cell: w => w.watermark ? time(w.watermark) : "–"},
+        {label: "model", cell: w => w.model || "–"},
+      ], declared, "no window declared"));
+      plot("chart-windows", [
+        {x: declared.map(w => plotText(w.name)), y: declared.map(w => w.closed), type: "bar", name: "closed"},
+        {x: declared.map(w => plotText(w.name)), y: declared.map(w => w.late_events), type: "bar", name: "late"},
+      ], {barmode: "group", showlegend: true, legend: {orientation: "h", y: 1.15}, margin: {l: 50, r: 10, t: 10, b: 60}});
+      if (!name) return;
+      const page = await getJSON("/api/windows/" + encodeURIComponent(name) +
+        query({key: search.get("key"), after: search.get("after"), limit: search.get("limit") || body.dataset.limit}));
+      const items = [["/windows" + query({name: name, key: search.get("key")}), "first"]];
+      if (page.next !== null) items.push(["/windows" + query({name: name, key: search.get("key"), after: page.next}), "next"]);
+      pager(items);
+      const key = JSON.stringify(page.rows);
+      if (key === shown) return;
+      shown = key;
+      const columns = page.rows.length ? page.rows[0].columns : [];
+      fill("rows", table([
+        {label: "key", cell: r => r.key},
+        {label: "start (UTC)", cell: r => time(r.start)},
+        {label: "end (UTC)", cell: r => time(r.end)},
+        ...columns.map((column, i) => ({label: column, num: true, cell: r => r.values[i] === null ? "–" : typeof r.values[i] === "number" ? num(r.values[i], 4) : String(r.values[i])})),
+      ], page.rows, "no closed window yet"));
+      if (columns.length) {
+        fill("values-caption", columns[0] + " by window start" + (search.get("key") ? " (key " + search.get("key") + ")" : " (this page's rows)"));
+        plot("chart-values", [{x: page.rows.map(r => r.start.replace("T", " ").replace("Z", "")), y: page.rows.map(r => r.values[0]),
+          type: "scatter", mode: "markers", marker: {size: 5}}], {xaxis: {type: "date", gridcolor: "#eef1f5"}});
+      }
+    });
+  }
+
   function showLive(live) {
     if (!live) {
       fill("live", empty("no live metrics"));
@@ -705,7 +755,7 @@
   }
 
   setupToken();
-  const pages = {overview: overview, models: models, model: model, version: version, alerts: alerts, events: events,
+  const pages = {overview: overview, models: models, model: model, version: version, windows: windows, alerts: alerts, events: events,
     "dead-letters": deadLetters};
   if (pages[page]) pages[page]();
   else setStatus("", false);

@@ -4,13 +4,15 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping, Sequence
 
+import orjson
+
 from modelbus.db import training_records
 from modelbus.db.contracts import Transaction
 from modelbus.db.events import EventRow
 from modelbus.handlers.log.base import Handler
 from modelbus.messages.datasets import InputSchema
 from modelbus.messages.errors import Rejected
-from modelbus.messages.parse import parse_event_obj, typed_record
+from modelbus.messages.parse import parse_event_obj, stored_training_values, typed_record
 from modelbus.messages.types import Training
 
 
@@ -34,6 +36,14 @@ class TrainingRecords(Handler):
         self.datasets = dict(datasets or {})
 
     def _row(self, row: EventRow) -> dict[str, Any]:
+        # A plain stored record (the common case) skips the strict parser: it was checked on the way in.
+        try:
+            plain = stored_training_values(orjson.loads(row.payload), row.dataset)
+        except orjson.JSONDecodeError:
+            plain = None
+        if plain is not None:
+            return {"position": row.position, "dataset": row.dataset, "features": json.dumps(plain[:-1]),
+                    "label": plain[-1], "label_category": None}
         record = training_of(row)
         if record.fields is not None:
             try:

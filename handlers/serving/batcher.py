@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
+from collections import deque
 from typing import Any, Callable, Sequence
 
 from modelbus.handlers.serving.predict import Item
@@ -25,28 +25,46 @@ class _Job:
 class MicroBatcher:
     """Joins the items of concurrent callers into one predict_batch call.
 
-    A batch closes when it holds `max_batch` items or `max_wait` seconds after its first
-    item; with max_wait 0 it takes whatever queued while the previous batch ran (no
-    added latency, and batches grow with the load).
+    A caller that finds no batch running and nobody waiting runs its own items at once, in
+    its own thread (no hand-off to the batching thread and back). Callers that arrive while
+    a batch runs queue; the batching thread joins them into the next batch, which closes
+    when it holds `max_batch` items or `max_wait` seconds after its first item; with
+    max_wait 0 it takes whatever queued while the previous batch ran (no added latency,
+    and batches grow with the load). One batch runs at a time.
     """
 
     def __init__(self, run: Callable[[list[Item]], list[dict[str, Any]]], max_batch: int = 256, max_wait: float = 0.0):
         self._run = run
         self.max_batch = max_batch
         self.max_wait = max_wait
-        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._pending: deque[_Job | None] = deque()
+        self._cond = threading.Condition()
+        self._busy = False  # a batch is running or being gathered (guarded by _cond)
         self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
         self.batches = 0
         self.items = 0
+        self.inline = 0  # batches run in their caller's thread
 
     def submit(self, items: Sequence[Item], timeout: float = 30.0) -> list[dict[str, Any]]:
         """Answers for items, in order (blocks until the batch that holds them has run)."""
         if not items:
             return []
-        self._ensure_started()
         job = _Job(items)
-        self._queue.put(job)
+        with self._cond:
+            inline = not self._busy and not self._pending
+            if inline:
+                self._busy = True
+            else:
+                self._pending.append(job)
+                self._cond.notify_all()
+        if inline:
+            try:
+                return self._execute([job], raise_error=True)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()  # the batching thread takes what queued meanwhile
+        self._ensure_started()
         if not job.done.wait(timeout):
             raise TimeoutError(f"no answer within {timeout:.0f}s")
         if job.error is not None:
@@ -54,10 +72,32 @@ class MicroBatcher:
         assert job.result is not None
         return job.result
 
+    def _execute(self, jobs: list[_Job], raise_error: bool = False) -> list[dict[str, Any]]:
+        items = [item for job in jobs for item in job.items] if len(jobs) > 1 else list(jobs[0].items)
+        try:
+            answers = self._run(items)
+        except BaseException as exc:  # answered to every caller; the batching thread goes on
+            log.exception("a prediction batch of %d failed", len(items))
+            if raise_error:
+                raise
+            for job in jobs:
+                job.error = exc
+            return []
+        finally:
+            self.batches += 1
+            self.items += len(items)
+        if raise_error:
+            self.inline += 1
+        start = 0
+        for job in jobs:
+            job.result = answers[start : start + len(job.items)]
+            start += len(job.items)
+        return answers
+
     def _ensure_started(self) -> None:
         if self._thread is not None:
             return
-        with self._lock:
+        with self._cond:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="predict-batcher", daemon=True)
                 self._thread.start()
@@ -65,18 +105,24 @@ class MicroBatcher:
     def close(self) -> None:
         """Stop the batching thread after the jobs already queued."""
         if self._thread is not None:
-            self._queue.put(None)
+            with self._cond:
+                self._pending.append(None)
+                self._cond.notify_all()
             self._thread.join(10)
 
-    def _gather(self, first: _Job) -> tuple[list[_Job], bool]:
-        jobs, count = [first], len(first.items)
+    def _gather(self) -> tuple[list[_Job], bool]:
+        """The next batch's jobs (called holding _cond, with something pending); True when closing."""
+        jobs: list[_Job] = []
+        count = 0
         deadline = time.monotonic() + self.max_wait
         while count < self.max_batch:
-            try:
+            if not self._pending:
                 remaining = deadline - time.monotonic()
-                job = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
-            except queue.Empty:
-                break
+                if remaining <= 0 or not jobs:
+                    break
+                self._cond.wait(remaining)
+                continue
+            job = self._pending.popleft()
             if job is None:
                 return jobs, True
             jobs.append(job)
@@ -86,22 +132,17 @@ class MicroBatcher:
     def _loop(self) -> None:
         stopping = False
         while not stopping:
-            first = self._queue.get()
-            if first is None:
-                return
-            jobs, stopping = self._gather(first)
-            items = [item for job in jobs for item in job.items]
+            with self._cond:
+                while self._busy or not self._pending:
+                    self._cond.wait()
+                self._busy = True
+                jobs, stopping = self._gather()
             try:
-                answers = self._run(items)
-                start = 0
+                if jobs:
+                    self._execute(jobs)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
                 for job in jobs:
-                    job.result = answers[start : start + len(job.items)]
-                    start += len(job.items)
-            except BaseException as exc:  # answered to every caller; the loop goes on
-                log.exception("a prediction batch of %d failed", len(items))
-                for job in jobs:
-                    job.error = exc
-            self.batches += 1
-            self.items += len(items)
-            for job in jobs:
-                job.done.set()
+                    job.done.set()

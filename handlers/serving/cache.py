@@ -38,17 +38,25 @@ class Loaded:
         return (self.model, self.dataset, self.version)
 
 
-def _serving_threads() -> None:
-    """One torch intra-op thread for serving, once torch is loaded.
+_THREAD = threading.local()
+
+
+def serving_threads() -> None:
+    """One torch intra-op thread for serving in the calling thread, once torch is loaded.
 
     Serving runs tiny forward passes (a few rows through small layers): on one thread a
     batch of 256 takes ~0.2 ms, with a thread per core ~7 ms on a busy 2-core machine, as
     the threads spin and fight the rest of the process for the cores. Builds set their own
-    thread count and restore this one after.
+    thread count and restore this one after. OpenMP keeps the count per calling thread, so
+    every thread that runs forward passes (the batcher's, or a server thread running its own
+    batch) calls this: a new thread would otherwise start with a thread per core.
     """
     torch = sys.modules.get("torch")
-    if torch is not None and torch.get_num_threads() != 1:
+    if torch is not None and not getattr(_THREAD, "set", False):
+        # Set once in each thread: get_num_threads reads torch's global count, which may say 1
+        # while this thread's OpenMP count is still one per core.
         torch.set_num_threads(1)
+        _THREAD.set = True
 
 
 def load_version(mv: Any) -> Loaded:
@@ -58,7 +66,7 @@ def load_version(mv: Any) -> Loaded:
     if mv.artifact is None:
         raise ValueError(f"{mv.model} v{mv.version} of dataset '{mv.dataset}' has no artifact")
     predictor = get_builder(mv.model).load(mv.artifact)
-    _serving_threads()
+    serving_threads()
     metric = None if mv.main_metric is None else float(mv.main_metric)
     return Loaded(mv.model, mv.dataset, int(mv.version), str(mv.uuid), metric, predictor)
 

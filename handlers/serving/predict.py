@@ -11,7 +11,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from modelbus.builders.encoding import EncodedModel
-from modelbus.handlers.serving.cache import Loaded, ModelCache
+from modelbus.handlers.serving.cache import Loaded, ModelCache, serving_threads
 from modelbus.messages.errors import Rejected
 from modelbus.messages.parse import (
     DEFAULT_MAX_BYTES,
@@ -224,6 +224,7 @@ def predict_batch(cache: ModelCache, items: Sequence[Item], *,
 
     `on_unknown(model, dataset, feature, count)` hears of category values a model never saw (answered anyway).
     """
+    serving_threads()  # this thread's torch thread count (OpenMP's is per thread)
     date = (now or datetime.now(timezone.utc)).strftime(DATE_FORMAT)
     responses: list[dict[str, Any] | None] = [None] * len(items)
     groups: dict[tuple[str, str, int], tuple[Loaded, list[int]]] = {}

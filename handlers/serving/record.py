@@ -18,7 +18,7 @@ from modelbus.db.errors import Refused
 from modelbus.db.events import utcnow
 from modelbus.handlers.serving.alerting import Announce, Firing, announce_all, store_firings
 from modelbus.messages.alerts import PREDICTION, AlertRule, class_key, prediction_value
-from modelbus.messages.jsonutil import compact_json
+from modelbus.messages.jsonutil import fast_json
 
 log = logging.getLogger(__name__)
 
@@ -126,9 +126,9 @@ class PredictionRecorder:
         for features, answer, classes, at in batch:
             probabilities = _keyed(answer.get("probabilities"), classes)
             rows.append({"id": answer["id"], "model": answer["model"], "dataset": answer["dataset"],
-                         "version": answer["version"], "features": compact_json(features),
-                         "result": compact_json(answer.get("result")),
-                         "probabilities": compact_json(probabilities) if probabilities is not None else None,
+                         "version": answer["version"], "features": fast_json(features),
+                         "result": fast_json(answer.get("result")),
+                         "probabilities": fast_json(probabilities) if probabilities is not None else None,
                          "created_at": at})
             for rule in self.rules:
                 value = prediction_value(rule, answer, probabilities)

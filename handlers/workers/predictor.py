@@ -27,7 +27,7 @@ from modelbus.handlers.serving.predict import (
 )
 from modelbus.handlers.workers.ingest import is_outage
 from modelbus.messages.errors import Rejected
-from modelbus.messages.jsonutil import compact_json
+from modelbus.messages.jsonutil import compact_json_bytes
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class RegistryUnavailable(RuntimeError):
 
 def dump_response(answer: Mapping[str, Any]) -> bytes:
     """An answer as compact JSON; a non-finite metric becomes null (JSON has no NaN)."""
-    return compact_json(dict(answer)).encode()
+    return compact_json_bytes(answer)
 
 
 @dataclass(frozen=True)
@@ -93,11 +93,12 @@ class PredictionWorker:
         return isinstance(exc, RegistryUnavailable) or is_outage(exc, self.store.engine)
 
     def _publish_answers(self, records: Sequence, answers: Sequence[dict[str, Any]]) -> None:
-        fresh = [(r, a) for r, a in zip(records, answers) if (r.topic, r.partition, r.offset) not in self._answered]
-        for record, answer in fresh:
-            self.transport.publish(self.config.kafka.topics.prediction_responses, dump_response(answer), key=record.key)
+        answered = self._answered
+        fresh = [(r, a) for r, a in zip(records, answers) if (r.topic, r.partition, r.offset) not in answered]
+        self.transport.publish_many(self.config.kafka.topics.prediction_responses,
+                                    [(dump_response(a), r.key) for r, a in fresh])
         self.transport.flush()
-        self._answered.update((r.topic, r.partition, r.offset) for r, _ in fresh)
+        answered.update((r.topic, r.partition, r.offset) for r, _ in fresh)
 
     def _answer(self, records: Sequence) -> list[dict[str, Any]]:
         raws = [r.value if r.value is not None else b"" for r in records]

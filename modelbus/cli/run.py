@@ -96,9 +96,16 @@ def up(ctx: click.Context, demo: bool, with_api: bool, with_scheduler: bool, por
 @click.option("--port", type=click.IntRange(0, 65535),
               help="Port to listen on; 0 picks a free one [default: settings.api_port, 8080].")
 @click.option("--threads", type=click.IntRange(1, 1024), help="WSGI worker threads [default: settings.api_threads, 8].")
+@click.option("--workers", type=click.IntRange(1, 64),
+              help="Server processes (gunicorn) behind the port; 1 serves with waitress in this process "
+                   "[default: settings.api_workers, 1].")
 @click.pass_context
-def api(ctx: click.Context, host: str | None, port: int | None, threads: int | None) -> None:
-    """Serve the HTTP API with waitress until SIGINT/SIGTERM (predictions hot-reload on promotion)."""
+def api(ctx: click.Context, host: str | None, port: int | None, threads: int | None, workers: int | None) -> None:
+    """Serve the HTTP API until SIGINT/SIGTERM (predictions hot-reload on promotion).
+
+    One worker: waitress in this process. More: gunicorn's pre-fork server, each worker process
+    with its own model cache, hot reload, recorder and database connections (threads per worker).
+    """
     from modelbus.api.app import sampler
     from modelbus.api.server import ApiServer
     from modelbus.cli.errors import listen_problem
@@ -110,12 +117,16 @@ def api(ctx: click.Context, host: str | None, port: int | None, threads: int | N
         # The API's database pool is sized from the thread count (modelbus.app.App.api_engine).
         app.settings = app.settings.model_copy(update={"api_threads": threads})
     settings = app.settings
+    host = host or settings.api_host
+    port = settings.api_port if port is None else port
+    workers = workers or settings.api_workers
+    if workers > 1:
+        _serve_prefork(app, host, port, workers)
+        return
     flask_app = create_api(app)
     serving = flask_app.extensions["modelbus"]
     services = Services()
     services.install_signal_handlers()
-    host = host or settings.api_host
-    port = settings.api_port if port is None else port
     try:
         server = ApiServer(flask_app, host, port, settings.api_threads)
     except OSError as exc:
@@ -129,6 +140,24 @@ def api(ctx: click.Context, host: str | None, port: int | None, threads: int | N
     serving.close()
     if not ok:
         sys.exit(1)
+
+
+def _serve_prefork(app, host: str, port: int, workers: int) -> None:
+    """`modelbus api --workers N`: migrate here, then fork N workers that each build their own App."""
+    from modelbus import prefork
+    from modelbus.cli.errors import listen_problem
+
+    settings = app.settings
+    app.engine  # noqa: B018  (opening the engine migrates the database, once, before the fork)
+    app.close()  # no pooled connection or producer may cross the fork
+    try:
+        listener = prefork.bind(host, port)
+    except OSError as exc:
+        raise click.ClickException(listen_problem(host, port, exc, "--port or MODELBUS_API_PORT")) from None
+    url = f"http://{host}:{listener.getsockname()[1]}"
+    prefork.serve(settings, listener, workers, on_ready=lambda: log.info(
+        "api ready at %s (%s mode, %d workers)", url, "kafka" if settings.kafka_mode else "embedded", workers))
+    log.info("api stopped")
 
 
 @click.command()
