@@ -9,8 +9,8 @@ follower runs the window handler over the whole log, with a tumbling (10m), a ho
 closed rows and its position per batch; then again with the keys split into 2 shards, one
 process each (how it scales out). Events are spread over one hour of event time, in order up to
 30 s (grace 1m), and keyed by stream like the publisher's, so they stay in order on one partition
-and nothing is late. The issue's goal is a ratio projection/ingest of at least 1 (measured 0.85 to
-0.91 in one process, 1.11 to 1.37 in 2, on a shared 2-core machine; README, Benchmarks).
+and nothing is late. The issue's goal is a ratio projection/ingest of at least 1 (measured 0.74 to
+0.91 in one process, 0.74 to 1.37 in 2, on a shared 2-core machine; README, Benchmarks).
 """
 from __future__ import annotations
 
