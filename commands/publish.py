@@ -55,11 +55,12 @@ class EventPublisher:
             event = parse_event_obj(value)
         except Rejected as exc:
             return Incoming(raw=raw_bytes, source=source, error=exc)
-        given = event_id_of(event)
-        event_id = given or uuid.uuid4().hex
-        if not isinstance(event, Feedback):
-            # Kafka carries the id in the body, so a re-sent event is a duplicate there too.
-            event.body["id"] = event_id
+        if isinstance(event, Feedback):
+            # Its `id` names the prediction; the log gives the event an id of its own when it stores it.
+            return Incoming(raw=raw_bytes, source=source, event=event)
+        event_id = event_id_of(event) or uuid.uuid4().hex
+        # Kafka carries the id in the body, so a re-sent event is a duplicate there too.
+        event.body["id"] = event_id
         return Incoming(raw=raw_bytes, source=source, event=event, event_id=event_id)
 
     def post(self, events: Sequence[Any], source: str) -> list[Outcome]:

@@ -141,7 +141,8 @@ def send(ctx: click.Context, events: tuple[str, ...], file: str | None, csv_file
             click.echo(f"event {index + 1}: rejected: {outcome.error.message}", err=True)
         elif len(outcomes) <= 20:
             where = f"position {outcome.position}" if outcome.position else app.settings.topics.events
-            click.echo(f"event {index + 1}: {outcome.status} ({where}) id {outcome.event_id}")
+            named = f" id {outcome.event_id}" if outcome.event_id else ""
+            click.echo(f"event {index + 1}: {outcome.status} ({where}){named}")
     if not as_json:
         summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
         click.echo(f"{len(outcomes)} events: {summary}")
