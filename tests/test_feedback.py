@@ -7,7 +7,6 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
-from conftest import empty_database
 from modelbus.app import App
 from modelbus.db import feedback as feedback_rows
 from modelbus.db import predictions
@@ -24,20 +23,13 @@ from serving_support import darcey_events, run_handlers, seed_models
 LIKELY_5 = {"name": "likely-5", "model": "mlp", "on": "prediction", "class": "5", "above": 0.5}
 
 
-@pytest.fixture(params=["sqlite", "mysql"])
-def fresh(request, tmp_path) -> str:
+@pytest.fixture
+def fresh(db_url) -> str:
     """darcey and one promoted version of each model kind; no predictions, feedback or alerts yet."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'modelbus.db'}"
-    else:
-        url = request.getfixturevalue("mysql_url")
-        engine = make_engine(url)
-        empty_database(engine)
-        engine.dispose()
-    app = App(Settings(database_url=url))
+    app = App(Settings(database_url=db_url))
     seed_models(app)
     app.close()
-    return url
+    return db_url
 
 
 def make(url: str, **settings):
